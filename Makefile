@@ -1,0 +1,67 @@
+# ticketflow: every target installs what it needs into .venv first.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_BIN ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Where torch's CPU build comes from; empty uses the configured index (PyTorch's own: https://download.pytorch.org/whl/cpu).
+TORCH_INDEX_URL ?=
+DATA ?=
+OUT ?=
+VERSION ?=
+export PYTHONPATH := $(CURDIR)
+# pip on some machines warns for every package about absent local index folders: noise, not news.
+PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: help install run predict promote rollback compile lint format test bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	@echo "==> creating $(VENV) and installing pinned requirements (first time: a few minutes)"
+	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV) || python3 -m venv $(VENV)
+	@$(PIP) install --quiet --upgrade pip $(PIP_QUIET)
+	@$(PIP) install --quiet torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) $(PIP_QUIET)
+	@$(PIP) install --quiet -c constraints.txt -r requirements.txt -r requirements-dev.txt $(PIP_QUIET)
+	@$(PIP) check
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv with the pinned requirements
+
+run: install ## train on the embedded default (kfp.local); DATA=file to use your export
+	@$(PY) -m pipelines.cli run $(if $(DATA),--data $(DATA))
+
+predict: install ## score a file with the champion: make predict DATA=in.csv OUT=out.csv
+	@if [ -z "$(DATA)" ] || [ -z "$(OUT)" ]; then echo "usage: make predict DATA=in.csv OUT=out.csv (both required)" >&2; exit 2; fi
+	@$(PY) -m pipelines.cli predict --data $(DATA) --out $(OUT)
+
+promote: install ## move champion to a version by hand: make promote VERSION=n
+	@if [ -z "$(VERSION)" ]; then echo "usage: make promote VERSION=n" >&2; exit 2; fi
+	@$(PY) -m pipelines.cli promote --version $(VERSION)
+
+rollback: install ## move champion back to the previous champion
+	@$(PY) -m pipelines.cli rollback
+
+compile: install ## write pipelines/training.yaml for the Kubeflow dashboard
+	@$(PY) -m pipelines.training
+
+lint: install ## ruff lint and format check
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+format: install ## ruff format and autofix
+	@$(VENV)/bin/ruff format .
+	@$(VENV)/bin/ruff check --fix .
+
+test: install lint ## install, lint and run the whole test suite
+	@$(PY) -m pytest
+
+bench: install ## measure quality and speed, write BENCHMARKS.md
+	@$(PY) -m benchmarks.bench_training
+
+clean: ## remove the embedded default's state (.ticketflow) and caches
+	rm -rf .ticketflow .pytest_cache .ruff_cache local_outputs

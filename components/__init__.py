@@ -1,0 +1,1 @@
+"""Ticketflow's pipeline steps: plain, typed logic, one module per stage (ingest → … → register)."""

@@ -1,0 +1,279 @@
+"""Thin KFP v2 wrappers, one per stage, in flow order: ingest → prepare → embed → train → evaluate → register.
+
+Each wrapper turns artifact paths into in-memory objects, calls the step's logic from `components.*` and
+writes the results back. The logic is imported inside each body because a lightweight component ships only
+its function's source; the image named by `base_image` (our Dockerfile's) contains the project.
+(No `from __future__ import annotations` here: KFP reads the annotations at decoration time.)
+"""
+
+import os
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components.config import TicketflowConfig
+
+# Compile-time choice of image; kfp.local's SubprocessRunner ignores it and runs in this environment.
+BASE_IMAGE = os.environ.get("TICKETFLOW_IMAGE") or TicketflowConfig().image
+component = dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+
+
+@component
+def ingest_tickets(
+    data_path: str,
+    text_columns: str,
+    category_column: str,
+    priority_column: str,
+    id_column: str,
+    min_class_examples: int,
+    tickets: Output[Dataset],
+    rejected_rows: Output[Dataset],
+    ingest_report: Output[Artifact],
+    ingest_metrics: Output[Metrics],
+):
+    """Reads a ticket export (CSV, JSON lines or Parquet), validates it and keeps bad rows aside.
+
+    Args:
+        data_path: Path of the ticket export.
+        text_columns: Comma-separated text columns merged into the model's text; empty means auto-detect.
+        category_column: Category/queue label column; empty means auto-detect.
+        priority_column: Priority label column; empty means auto-detect, "none" disables it.
+        id_column: Ticket id column; empty means auto-detect, else ids are derived from content.
+        min_class_examples: Classes with fewer tickets are reported and left out of training.
+        tickets: Valid tickets, with a `ticket_id` (Parquet).
+        rejected_rows: Rows kept aside, each with `reject_reason` and `source_row` (CSV).
+        ingest_report: Counts, reasons, rare classes and the column mapping (JSON).
+        ingest_metrics: Rows read, valid and rejected.
+    """
+    import logging
+
+    from components.config import TicketflowConfig
+    from components.ingest import ingest_tickets as run_ingest
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    columns = tuple(c.strip() for c in text_columns.split(",") if c.strip())
+    cfg = TicketflowConfig.from_env(
+        text_columns=columns,
+        category_column=category_column,
+        priority_column=priority_column,
+        id_column=id_column,
+        min_class_examples=min_class_examples,
+    )
+    result = run_ingest(data_path, cfg)
+    result.tickets.to_parquet(tickets.path, index=False)
+    result.rejected.astype(str).to_csv(rejected_rows.path, index=False)
+    with open(ingest_report.path, "w") as f:
+        f.write(result.report.to_json())
+    for name in ("rows_read", "rows_valid", "rows_rejected"):
+        ingest_metrics.log_metric(name, getattr(result.report, name))
+
+
+@component
+def prepare_text(
+    tickets: Input[Dataset],
+    ingest_report: Input[Artifact],
+    test_size: float,
+    seed: int,
+    train_set: Output[Dataset],
+    test_set: Output[Dataset],
+):
+    """Merges subject, body and tags into one text, drops exact duplicates and splits stratified.
+
+    Args:
+        tickets: Valid tickets from ingest.
+        ingest_report: Ingest's report (holds the column mapping).
+        test_size: Fraction of tickets held out for evaluation, 0–1.
+        seed: Seed of the stratified split.
+        train_set: Training split, also the reference snapshot for drift checks (Parquet).
+        test_set: Test split (Parquet).
+    """
+    import logging
+
+    import pandas as pd
+
+    from components.ingest import load_mapping
+    from components.prepare import prepare_tickets
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    mapping = load_mapping(ingest_report.path)
+    prepared = prepare_tickets(pd.read_parquet(tickets.path), mapping, test_size, seed)
+    prepared.train.to_parquet(train_set.path, index=False)
+    prepared.test.to_parquet(test_set.path, index=False)
+    train_set.metadata["rows"] = len(prepared.train)
+    test_set.metadata["rows"] = len(prepared.test)
+    train_set.metadata["duplicates_dropped"] = prepared.duplicates_dropped
+
+
+@component
+def embed_tickets(
+    train_set: Input[Dataset],
+    test_set: Input[Dataset],
+    ingest_report: Input[Artifact],
+    embedding_model: str,
+    batch_size: int,
+    vector_store_uri: str,
+    embeddings: Output[Dataset],
+) -> str:
+    """Embeds every ticket with sentence-transformers and stores the vectors in ChromaDB.
+
+    Args:
+        train_set: Training split.
+        test_set: Test split.
+        ingest_report: Ingest's report (holds the label columns).
+        embedding_model: sentence-transformers model name or path; empty means the bundled all-MiniLM-L6-v2.
+        batch_size: Tickets encoded per batch.
+        vector_store_uri: ChromaDB folder or http://host:port; empty means the configured default.
+        embeddings: Vectors of both splits (NumPy .npz content with arrays `train` and `test`).
+
+    Returns:
+        Name of the ChromaDB collection holding the training tickets.
+    """
+    import logging
+
+    from components.config import TicketflowConfig
+    from components.embed import embed_split_tickets
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = TicketflowConfig.from_env(
+        embedding_model=embedding_model, embed_batch_size=batch_size, vector_store_uri=vector_store_uri
+    )
+    result = embed_split_tickets(train_set.path, test_set.path, ingest_report.path, embeddings.path, cfg)
+    embeddings.metadata.update(result)
+    return result["collection"]
+
+
+@component
+def train_classifier(
+    train_set: Input[Dataset],
+    embeddings: Input[Dataset],
+    ingest_report: Input[Artifact],
+    collection: str,
+    embedding_model: str,
+    batch_size: int,
+    seed: int,
+    model: Output[Model],
+):
+    """Trains a calibrated classifier per labelled target (category, and priority when labelled).
+
+    Args:
+        train_set: Training split.
+        embeddings: Vectors of both splits.
+        ingest_report: Ingest's report (holds the column mapping).
+        collection: ChromaDB collection of the training tickets (stored in the model).
+        embedding_model: The embedding model used (stored in the model; empty means the bundled one).
+        batch_size: Tickets encoded per batch at prediction time.
+        seed: Seed of the hyperparameter search, the folds and the models.
+        model: The fitted `TicketModel` (joblib), predicting from raw text.
+    """
+    import logging
+
+    from components.config import TicketflowConfig
+    from components.train import train_from_files
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = TicketflowConfig.from_env(embedding_model=embedding_model, embed_batch_size=batch_size, seed=seed)
+    info = train_from_files(train_set.path, embeddings.path, ingest_report.path, collection, cfg, model.path)
+    model.metadata.update(info)
+
+
+@component
+def evaluate_classifier(
+    model: Input[Model],
+    test_set: Input[Dataset],
+    embeddings: Input[Dataset],
+    target_precision: float,
+    metrics: Output[Metrics],
+    category_metrics: Output[ClassificationMetrics],
+    priority_metrics: Output[ClassificationMetrics],
+    report: Output[HTML],
+    evaluation: Output[Artifact],
+):
+    """Scores the model on the test split: metrics, confusion matrices, calibration, review thresholds.
+
+    Args:
+        model: The trained model.
+        test_set: Test split.
+        embeddings: Vectors of both splits.
+        target_precision: Precision the review threshold must reach on the test set, 0–1.
+        metrics: Accuracy, macro-F1, calibration error and review threshold/coverage per target.
+        category_metrics: Confusion matrix of the category.
+        priority_metrics: Confusion matrix of the priority (empty when the data has no priority).
+        report: HTML report with per-class scores and confusion-matrix pictures.
+        evaluation: The evaluation as JSON (thresholds travel with the model from here).
+    """
+    import logging
+
+    from components.evaluate import evaluate_from_files
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = evaluate_from_files(
+        model.path, test_set.path, embeddings.path, target_precision, report.path, evaluation.path
+    )
+    for name, value in result.flat_metrics().items():
+        metrics.log_metric(name, value)
+    boards = dict(zip(result.targets, (category_metrics, priority_metrics), strict=False))
+    for target, board in boards.items():
+        t = result.targets[target]
+        board.log_confusion_matrix(t.classes, t.confusion)
+        board.metadata["target"] = target
+    if len(boards) < 2:
+        priority_metrics.metadata["note"] = "the data has no priority label"
+
+
+@component
+def register_classifier(
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    train_set: Input[Dataset],
+    test_set: Input[Dataset],
+    ingest_report: Input[Artifact],
+    rejected_rows: Input[Dataset],
+    report: Input[HTML],
+    registered_model_name: str,
+    mlflow_tracking_uri: str,
+    vector_store_uri: str,
+    target_precision: float,
+) -> str:
+    """Logs the run and model to MLflow and moves `champion` only to a better model (quality gate).
+
+    Args:
+        model: The trained model.
+        evaluation: Its test-set evaluation.
+        train_set: Training split (logged as the reference snapshot for drift checks).
+        test_set: Test split.
+        ingest_report: Ingest's report (row counts).
+        rejected_rows: Rows kept aside by ingest (logged with the run).
+        report: The HTML evaluation report.
+        registered_model_name: MLflow registered model name (also the KServe model name).
+        mlflow_tracking_uri: MLflow tracking URI; empty means MLFLOW_TRACKING_URI or the embedded sqlite file.
+        vector_store_uri: ChromaDB folder or http://host:port; empty means the configured default.
+        target_precision: Precision the review threshold must reach (used to score the champion).
+
+    Returns:
+        JSON summary: rows, metrics, MLflow run and version, and the gate's decision.
+    """
+    import json
+    import logging
+
+    from components.config import TicketflowConfig
+    from components.register import register_from_files
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = TicketflowConfig.from_env(
+        registered_model_name=registered_model_name,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        vector_store_uri=vector_store_uri,
+        target_precision=target_precision,
+    )
+    summary = register_from_files(
+        model.path,
+        evaluation.path,
+        train_set.path,
+        test_set.path,
+        ingest_report.path,
+        rejected_rows.path,
+        report.path,
+        cfg,
+    )
+    summary["report_html"] = report.uri
+    return json.dumps(summary)

@@ -1,0 +1,77 @@
+"""Train: one calibrated `FusionClassifier` per labelled target, wrapped in a `TicketModel`."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from components.config import TicketflowConfig
+from components.ingest import ColumnMapping
+from components.model import FusionClassifier, TicketModel, feature_frame
+from components.prepare import TEXT
+
+log = logging.getLogger(__name__)
+
+
+def fit_ticket_model(
+    train: pd.DataFrame, vectors: np.ndarray, mapping: ColumnMapping, cfg: TicketflowConfig, collection: str = ""
+) -> TicketModel:
+    """Fits a classifier for the category and, when labelled, the priority.
+
+    Args:
+        train: Training split (`text` plus the label columns).
+        vectors: Embeddings of `train`, row-aligned.
+        mapping: Column roles (the label columns are the targets).
+        cfg: Configuration (seed, folds, search grids, embedding model).
+        collection: ChromaDB collection holding these tickets.
+
+    Returns:
+        The fitted model (review thresholds are added by evaluation).
+    """
+    if len(train) != len(vectors):
+        raise ValueError(f"{len(train)} training tickets but {len(vectors)} vectors")
+    features = feature_frame(train[TEXT].tolist(), vectors)
+    classifiers = {}
+    for target in mapping.label_columns:
+        log.info("train: fitting %s on %d tickets, %d classes", target, len(train), train[target].nunique())
+        classifiers[target] = FusionClassifier(
+            sgd_alphas=cfg.sgd_alphas, fusion_weights=cfg.fusion_weights, cv=cfg.cv_folds, random_state=cfg.seed
+        ).fit(features, train[target].to_numpy())
+    info = {
+        target: {
+            "alpha": c.alpha_,
+            "fusion_weight": c.fusion_weight_,
+            "temperature": c.temperature_,
+            "cv_macro_f1": c.cv_macro_f1_,
+        }
+        for target, c in classifiers.items()
+    }
+    return TicketModel(
+        mapping=mapping,
+        embedding_model=cfg.embedding_model,
+        embed_batch_size=cfg.embed_batch_size,
+        classifiers=classifiers,
+        collection=collection,
+        info={"hyperparameters": info},
+    )
+
+
+def train_from_files(
+    train_path: str, embeddings_path: str, report_path: str, collection: str, cfg: TicketflowConfig, model_path: str
+) -> dict[str, object]:
+    """The train step on files: fits the model and writes it with joblib.
+
+    Returns:
+        Flat facts for the model artifact's metadata (chosen hyperparameters per target).
+    """
+    import joblib
+
+    from components.embed import load_split_vectors
+    from components.ingest import load_mapping
+
+    train_vectors, _ = load_split_vectors(embeddings_path)
+    model = fit_ticket_model(pd.read_parquet(train_path), train_vectors, load_mapping(report_path), cfg, collection)
+    joblib.dump(model, model_path)
+    return {f"{t}.{k}": v for t, hp in model.info["hyperparameters"].items() for k, v in hp.items()}

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines definitions of ticketflow, and the command line that runs them locally."""

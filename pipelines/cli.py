@@ -1,0 +1,157 @@
+"""Command line of the embedded default: run the training pipeline with kfp.local, score files, move aliases.
+
+    python -m pipelines.cli run [--data FILE] [--category-column C] ...
+    python -m pipelines.cli predict --data IN --out OUT
+    python -m pipelines.cli promote --version N
+    python -m pipelines.cli rollback
+
+`run` prints a line per step, a short human summary, and as its last line of stdout one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from components.config import TicketflowConfig
+
+log = logging.getLogger("ticketflow")
+
+
+def _use_home(args: argparse.Namespace) -> TicketflowConfig:
+    # Subprocess tasks inherit the environment: make the state folder absolute so every step agrees on it.
+    home = Path(args.home or os.environ.get("TICKETFLOW_HOME") or TicketflowConfig().home).resolve()
+    os.environ["TICKETFLOW_HOME"] = str(home)
+    return TicketflowConfig.from_env()
+
+
+def run_training(args: argparse.Namespace) -> dict[str, object]:
+    """Runs the training pipeline through kfp.local's SubprocessRunner and returns its summary."""
+    from kfp import local
+
+    from pipelines.training import training_pipeline
+
+    cfg = _use_home(args)
+    data = Path(args.data).resolve()
+    if not data.is_file():
+        raise SystemExit(f"error: DATA file not found: {args.data}")
+    runs = Path(cfg.home) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    # Project modules must import in each task's subprocess, whatever the caller's working directory.
+    root = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs))
+    params = {
+        "data_path": str(data),
+        "text_columns": args.text_columns,
+        "category_column": args.category_column,
+        "priority_column": args.priority_column,
+        "id_column": args.id_column,
+        "min_class_examples": args.min_class_examples,
+        "test_size": args.test_size,
+        "seed": args.seed,
+        "embedding_model": args.embedding_model,
+        "registered_model_name": args.model_name,
+    }
+    params = {k: v for k, v in params.items() if v is not None}
+    task = training_pipeline(**params)
+    return json.loads(task.output)
+
+
+def human_summary(summary: dict[str, object]) -> str:
+    """A few lines a person reads after a training run."""
+    lines = [
+        "",
+        "ticketflow training run",
+        f"  rows read {summary['rows_read']}, rejected {summary['rows_rejected']} "
+        f"{summary.get('rejected_by_reason') or ''}".rstrip(),
+    ]
+    for target, scores in summary["metrics"].items():
+        lines.append(f"  {target}: accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}")
+    lines += [
+        f"  MLflow run {summary['run_id']} ({summary.get('tracking_uri', '')})",
+        f"  model {summary['model_name']} version {summary['model_version']}: "
+        f"{'now champion' if summary['champion'] else 'not champion'} ({summary['decision']})",
+        f"  evaluation report: {summary['report_html']}",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """`run`: train, print the summary and one JSON line."""
+    summary = run_training(args)
+    print(human_summary(summary))
+    print(json.dumps(summary), flush=True)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    """`predict`: score a file with the champion and write it with prediction columns added."""
+    from components.predict import score_file
+
+    cfg = _use_home(args)
+    result = score_file(args.data, args.out, cfg)
+    print(json.dumps(result), flush=True)
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    """`promote`: move champion to a version by hand."""
+    from components.register import promote
+
+    print(promote(_use_home(args), str(args.version)))
+
+
+def cmd_rollback(args: argparse.Namespace) -> None:
+    """`rollback`: move champion back to the previous champion."""
+    from components.register import rollback
+
+    print(rollback(_use_home(args)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    defaults = TicketflowConfig()
+    parser = argparse.ArgumentParser(prog="ticketflow", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", help=f"state folder of the embedded default (default {defaults.home})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the training pipeline on the embedded default (kfp.local)")
+    run.add_argument("--data", default="data/sample_tickets.csv", help="ticket export: CSV, JSON lines or Parquet")
+    run.add_argument("--text-columns", help="comma-separated text columns (default: auto-detect)")
+    run.add_argument("--category-column", help="category/queue label column (default: auto-detect)")
+    run.add_argument("--priority-column", help="priority label column; 'none' disables (default: auto-detect)")
+    run.add_argument("--id-column", help="ticket id column (default: auto-detect, else content-derived)")
+    run.add_argument("--min-class-examples", type=int)
+    run.add_argument("--test-size", type=float)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--embedding-model", help="sentence-transformers name or path (default: bundled MiniLM)")
+    run.add_argument("--model-name", help=f"registered model name (default {defaults.registered_model_name})")
+    run.set_defaults(func=cmd_run)
+    predict = sub.add_parser("predict", help="score a file with the champion")
+    predict.add_argument("--data", required=True, help="tickets to score: CSV, JSON lines or Parquet")
+    predict.add_argument("--out", required=True, help="output file (same columns plus predictions)")
+    predict.set_defaults(func=cmd_predict)
+    promote = sub.add_parser("promote", help="move the champion alias to a version")
+    promote.add_argument("--version", required=True)
+    promote.set_defaults(func=cmd_promote)
+    rollback = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
+    rollback.set_defaults(func=cmd_rollback)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
