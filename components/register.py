@@ -99,7 +99,7 @@ def load_champion(client: MlflowClient, name: str, alias: str) -> tuple[str, Tic
     except MlflowException:
         return None
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-    return version.version, pyfunc.unwrap_python_model().model
+    return str(version.version), pyfunc.unwrap_python_model().model
 
 
 def _labels_of(model: TicketModel) -> dict[str, list[str]]:
@@ -173,16 +173,21 @@ def _history(client: MlflowClient, name: str) -> list[str]:
     return json.loads(tags.get(HISTORY_TAG, "[]"))
 
 
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version an alias points at, as a string, or None when the alias is not set."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
 def move_champion(client: MlflowClient, name: str, version: str, alias: str, expected: str | None) -> str | None:
     """Points `alias` at `version` if the alias still points at `expected`; records the change.
 
     Returns:
         None when moved, else the reason for refusing.
     """
-    try:
-        current = client.get_model_version_by_alias(name, alias).version
-    except MlflowException:
-        current = None
+    current = alias_version(client, name, alias)
     if current != expected:
         return f"champion changed meanwhile (was v{expected}, now v{current}): alias not moved"
     client.set_registered_model_alias(name, alias, version)
@@ -289,7 +294,7 @@ def register_model(
         )
         run_id = run.info.run_id
     name = cfg.registered_model_name
-    version = mlflow.register_model(info.model_uri, name).version
+    version = str(mlflow.register_model(info.model_uri, name).version)
     client.set_registered_model_alias(name, cfg.challenger_alias, version)
     reference_uri = f"runs:/{run_id}/reference/train.parquet"
     client.set_model_version_tag(name, version, "reference_uri", reference_uri)
@@ -339,10 +344,7 @@ def promote(cfg: TicketflowConfig, version: str, reason: str = "promoted by hand
         client.get_model_version(name, str(version))
     except MlflowException as exc:
         raise ValueError(f"{name} has no version {version!r}") from exc
-    try:
-        previous = client.get_model_version_by_alias(name, cfg.champion_alias).version
-    except MlflowException:
-        previous = None
+    previous = alias_version(client, name, cfg.champion_alias)
     refused = move_champion(client, name, str(version), cfg.champion_alias, previous)
     if refused:
         raise RuntimeError(refused)
@@ -364,11 +366,10 @@ def rollback(cfg: TicketflowConfig) -> str:
     client = MlflowClient()
     name = cfg.registered_model_name
     history = _history(client, name)
-    try:
-        current = client.get_model_version_by_alias(name, cfg.champion_alias).version
-    except MlflowException as exc:
-        raise ValueError(f"{name} has no {cfg.champion_alias}: nothing to roll back") from exc
-    earlier = [v for v in history if v != str(current)]
+    current = alias_version(client, name, cfg.champion_alias)
+    if current is None:
+        raise ValueError(f"{name} has no {cfg.champion_alias}: nothing to roll back")
+    earlier = [v for v in history if v != current]
     if not earlier:
         raise ValueError(f"{name} v{current} is the only champion so far: nothing to roll back to")
     target = earlier[-1]

@@ -1612,8 +1612,18 @@ def build_rows(seed: int = SEED) -> list:
     return rows
 
 
+# Rows a real export carries too, so that `make run` shows ingest keeping bad rows aside: empty text, a
+# missing label, an id used twice, and a line with one field too many.
+BAD_LINES = [
+    "TCK-00421,,,,Hardware,low,",
+    "TCK-00422,Cannot open the shared drive,The S: drive says access denied since this morning.,storage,,high,",
+    "TCK-00007,Re: monitor flickers,Second monitor flickers again after the fix yesterday.,monitor,Hardware,medium,",
+    "TCK-00423,VPN drops,VPN drops every ten minutes,vpn,Network,high,,extra field",
+]
+
+
 def write_csv(rows: list, path: Path) -> None:
-    """Write rows to a UTF-8 CSV file with newline (LF) line endings.
+    """Write rows to a UTF-8 CSV file with newline (LF) line endings, then the deliberately bad lines.
 
     Args:
         rows: Row dicts.
@@ -1624,6 +1634,7 @@ def write_csv(rows: list, path: Path) -> None:
         writer.writerow(COLUMNS)
         for row in rows:
             writer.writerow([row[c] for c in COLUMNS])
+        f.writelines(line + "\n" for line in BAD_LINES)
 
 
 def main() -> None:

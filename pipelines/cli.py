@@ -14,6 +14,8 @@ import argparse
 import json
 import logging
 import os
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -59,7 +61,14 @@ def run_training(args: argparse.Namespace) -> dict[str, object]:
     }
     params = {k: v for k, v in params.items() if v is not None}
     task = training_pipeline(**params)
-    return json.loads(task.output)
+    summary = json.loads(task.output)
+    # KFP artifact files carry no suffix: keep a copy a browser opens directly.
+    report = Path(cfg.home) / "reports" / f"evaluation-{summary['model_name']}-v{summary['model_version']}.html"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(summary["report_html"], report)
+    summary["report_artifact"], summary["report_html"] = summary["report_html"], str(report)
+    summary["artifacts"] = str(Path(summary["report_artifact"]).parents[1])
+    return summary
 
 
 def human_summary(summary: dict[str, object]) -> str:
@@ -77,6 +86,7 @@ def human_summary(summary: dict[str, object]) -> str:
         f"  model {summary['model_name']} version {summary['model_version']}: "
         f"{'now champion' if summary['champion'] else 'not champion'} ({summary['decision']})",
         f"  evaluation report: {summary['report_html']}",
+        f"  pipeline artifacts: {summary['artifacts']}",
     ]
     return "\n".join(lines)
 
@@ -148,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        if "Inner task failed" in message:
+            message += " The task's log above ends with the cause."
+        print(f"error: {message}", file=sys.stderr)
         return 1
     return 0
 
