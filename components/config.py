@@ -59,7 +59,7 @@ class TicketflowConfig:
     embed_batch_size: int = 64
     cv_folds: int = 3
     sgd_alphas: tuple[float, ...] = (1e-5, 3e-5, 1e-4)
-    fusion_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+    fusion_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
     target_precision: float = 0.90
     calibration_bins: int = 15
     registered_model_name: str = "ticket-classifier"

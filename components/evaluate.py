@@ -257,13 +257,16 @@ def confusion_png(classes: list[str], matrix: list[list[int]], title: str) -> by
     return buffer.getvalue()
 
 
-def render_html(evaluation: Evaluation, title: str = "ticketflow evaluation", facts: dict | None = None) -> str:
+def render_html(
+    evaluation: Evaluation, title: str = "ticketflow evaluation", facts: dict | None = None, bins: int = 15
+) -> str:
     """A self-contained HTML report: scores, review thresholds, per-class table and confusion matrices.
 
     Args:
         evaluation: The evaluation to show.
         title: Page title.
         facts: Extra key/value facts shown at the top (data source, rows, model).
+        bins: Number of bins the calibration error was computed with.
 
     Returns:
         The HTML page.
@@ -286,7 +289,7 @@ def render_html(evaluation: Evaluation, title: str = "ticketflow evaluation", fa
     for name, t in evaluation.targets.items():
         r = t.review
         parts.append(
-            f"<h2>{esc(name)}</h2><table><tr><th>accuracy</th><th>macro-F1</th><th>ECE (15 bins)</th>"
+            f"<h2>{esc(name)}</h2><table><tr><th>accuracy</th><th>macro-F1</th><th>ECE ({bins} bins)</th>"
             f"<th>review threshold</th><th>precision above it</th><th>coverage</th><th>test tickets</th></tr>"
             f"<tr><td>{t.accuracy:.4f}</td><td>{t.macro_f1:.4f}</td><td>{t.ece:.4f}</td>"
             f"<td>{r.threshold:.3f}</td><td>{r.precision:.3f} (target {r.target_precision:.2f})</td>"
@@ -335,7 +338,7 @@ def evaluate_from_files(
         "target precision": target_precision,
     }
     with open(html_path, "w", encoding="utf-8") as f:
-        f.write(render_html(evaluation, facts=facts))
+        f.write(render_html(evaluation, facts=facts, bins=bins))
     with open(evaluation_path, "w", encoding="utf-8") as f:
         f.write(evaluation.to_json())
     return evaluation

@@ -188,6 +188,8 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[dict[str, object]]]:
     malformed: list[dict[str, object]] = []
     records: list[dict[str, object]] = []
     text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    if text.lstrip().startswith("["):
+        return _read_json_array(text, path)
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -203,11 +205,29 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[dict[str, object]]]:
     return pd.DataFrame.from_records(records), malformed
 
 
+def _read_json_array(text: str, path: Path) -> tuple[pd.DataFrame, list[dict[str, object]]]:
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TicketDataError(f"{path} starts like a JSON array but is not valid JSON: {exc}") from exc
+    malformed: list[dict[str, object]] = []
+    records: list[dict[str, object]] = []
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, dict):
+            records.append({**item, SOURCE_ROW: number})
+        else:
+            malformed.append(
+                {SOURCE_ROW: number, REJECT_REASON: "malformed line: not an object", "raw": json.dumps(item)}
+            )
+    return pd.DataFrame.from_records(records), malformed
+
+
 def read_tickets(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reads a CSV, JSON-lines or Parquet export.
 
     Args:
-        path: The file; its suffix picks the format (.csv, .jsonl/.json/.ndjson, .parquet/.pq).
+        path: The file; its suffix picks the format (.csv, .jsonl/.json/.ndjson — JSON lines or one JSON array
+            of objects —, .parquet/.pq).
 
     Returns:
         The rows that parsed (with `source_row`) and the lines that did not (with `reject_reason`, `raw`).
@@ -235,6 +255,8 @@ def read_tickets(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _as_text(value: object) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # an integer column with gaps is read as floats: keep "1001", not "1001.0"
     return str(value).strip()
 
 

@@ -71,7 +71,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         sgd_alphas: Sequence[float] = (1e-5, 3e-5, 1e-4),
-        fusion_weights: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
+        fusion_weights: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0),
         cv: int = 3,
         random_state: int = 42,
     ) -> None:
@@ -98,10 +98,11 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
             ]
         )
 
-    def _embedding_model(self) -> MLPClassifier:
+    def _embedding_model(self, n_samples: int) -> MLPClassifier:
+        # Early stopping holds out 10 %: with very few tickets that hold-out cannot cover every class.
         return MLPClassifier(
             hidden_layer_sizes=(256,),
-            early_stopping=True,
+            early_stopping=n_samples >= 50,
             n_iter_no_change=5,
             max_iter=200,
             random_state=self.random_state,
@@ -132,7 +133,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
                     model = self._text_model(alpha).fit(texts[train_idx], y[train_idx])
                     oof_text[alpha][valid_idx] = _aligned_log_proba(model, texts[valid_idx], self.classes_)
                 if any(w > 0 for w in self.fusion_weights):
-                    mlp = self._embedding_model().fit(vectors[train_idx], y[train_idx])
+                    mlp = self._embedding_model(len(train_idx)).fit(vectors[train_idx], y[train_idx])
                     oof_embedding[valid_idx] = _aligned_log_proba(mlp, vectors[valid_idx], self.classes_)
             scores = {}
             for alpha in self.sgd_alphas:
@@ -146,7 +147,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
             fused = (1 - self.fusion_weight_) * oof_text[self.alpha_] + self.fusion_weight_ * oof_embedding
             self.temperature_ = _fit_temperature(fused, np.searchsorted(self.classes_, y))
             self.text_model_ = self._text_model(self.alpha_).fit(texts, y)
-            self.embedding_model_ = self._embedding_model().fit(vectors, y) if self.fusion_weight_ > 0 else None
+            self.embedding_model_ = self._embedding_model(len(y)).fit(vectors, y) if self.fusion_weight_ > 0 else None
         log.info(
             "train: alpha=%g fusion_weight=%g temperature=%.3f cv macro-F1=%.4f",
             self.alpha_,

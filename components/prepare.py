@@ -10,6 +10,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -22,7 +23,8 @@ TEXT_HASH = "text_hash"
 RESOLUTION = "resolution"
 SPLIT = "split"
 
-_ESCAPED_BREAKS = re.compile(r"\\[nrt]")  # exports often carry literal "\n" sequences inside quoted fields
+# Exports often carry literal "\n" sequences inside quoted fields; "\t" is left alone (paths like \\fs01\team).
+_ESCAPED_BREAKS = re.compile(r"\\r\\n|\\n")
 _WHITESPACE = re.compile(r"\s+")
 _TAG_SEPARATORS = re.compile(r"\s*[;,|]\s*")
 
@@ -47,6 +49,8 @@ def merge_text(row: pd.Series, mapping: ColumnMapping) -> str:
         value = row[column]
         if value is None or (isinstance(value, float) and pd.isna(value)):
             continue
+        if isinstance(value, (list, tuple, np.ndarray)):  # tags as a JSON list or a Parquet list column
+            value = " ".join(map(str, value))
         value = str(value)
         if column == mapping.tags_column:
             value = " ".join(t for t in _TAG_SEPARATORS.split(value) if t)
@@ -127,7 +131,9 @@ def dataset_fingerprint(train: pd.DataFrame, test: pd.DataFrame, label_columns: 
     """
     both = pd.concat([train, test], ignore_index=True).sort_values(TICKET_ID)
     digest = hashlib.sha256()
-    for row in both[[TICKET_ID, TEXT, *label_columns]].itertuples(index=False):
+    # Resolutions count too: the similarity collection named from this digest serves suggested replies.
+    columns = [TICKET_ID, TEXT, *label_columns, *([RESOLUTION] if RESOLUTION in both.columns else [])]
+    for row in both[columns].itertuples(index=False):
         digest.update("\x1f".join(map(str, row)).encode("utf-8") + b"\x1e")
     return {
         "content_sha256": digest.hexdigest(),

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -169,7 +170,10 @@ def decide(
 
 
 def _history(client: MlflowClient, name: str) -> list[str]:
-    tags = client.get_registered_model(name).tags
+    try:
+        tags = client.get_registered_model(name).tags
+    except MlflowException:
+        return []
     return json.loads(tags.get(HISTORY_TAG, "[]"))
 
 
@@ -284,14 +288,17 @@ def register_model(
             mlflow.log_artifact(str(named))
         model_file = Path(tmp) / MODEL_FILE
         joblib.dump(model, model_file)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=TicketPyfunc(),
-            artifacts={"ticket_model": str(model_file)},
-            code_paths=[str(Path(components.__file__).resolve().parent)],
-            signature=_signature(model),
-            pip_requirements=PIP_REQUIREMENTS,
-        )
+        with warnings.catch_warnings():
+            # An input example makes MLflow load the model and predict (≈5 s): the explicit signature suffices.
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=TicketPyfunc(),
+                artifacts={"ticket_model": str(model_file)},
+                code_paths=[str(Path(components.__file__).resolve().parent)],
+                signature=_signature(model),
+                pip_requirements=PIP_REQUIREMENTS,
+            )
         run_id = run.info.run_id
     name = cfg.registered_model_name
     version = str(mlflow.register_model(info.model_uri, name).version)
@@ -365,8 +372,8 @@ def rollback(cfg: TicketflowConfig) -> str:
     mlflow.set_tracking_uri(cfg.tracking_uri)
     client = MlflowClient()
     name = cfg.registered_model_name
-    history = _history(client, name)
     current = alias_version(client, name, cfg.champion_alias)
+    history = _history(client, name)
     if current is None:
         raise ValueError(f"{name} has no {cfg.champion_alias}: nothing to roll back")
     earlier = [v for v in history if v != current]
