@@ -43,6 +43,16 @@ class TicketflowConfig:
         champion_alias: Alias of the served model.
         challenger_alias: Alias of the newest registered model.
         image: Container image that runs every component and the predictor on a cluster.
+        prediction_log_uri: Where served predictions are logged: `sqlite:///file.db` or `parquet:///folder`;
+            empty means a sqlite file under `home`.
+        log_retention_days: Prediction-log records older than this are deleted.
+        mask_personal_data: Mask e-mail addresses and phone numbers in logged text and suggested replies.
+        max_text_chars: Longest ticket text the server accepts, in characters.
+        max_batch_size: Most tickets in one request.
+        max_body_bytes: Largest request body the server accepts, in bytes.
+        similar_tickets: Similar past tickets returned per ticket.
+        reply_min_similarity: Cosine similarity, 0–1, a resolved ticket needs for its reply to be suggested.
+        reload_interval_seconds: How often the server checks whether the champion alias moved; 0 disables.
     """
 
     home: str = ".ticketflow"
@@ -66,13 +76,22 @@ class TicketflowConfig:
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
     image: str = "ghcr.io/ticketflow/ticketflow:0.1.0"
+    prediction_log_uri: str = ""
+    log_retention_days: int = 90
+    mask_personal_data: bool = True
+    max_text_chars: int = 20_000
+    max_batch_size: int = 256
+    max_body_bytes: int = 2_000_000
+    similar_tickets: int = 5
+    reply_min_similarity: float = 0.75
+    reload_interval_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> TicketflowConfig:
         """Builds the configuration from the environment, then applies non-empty overrides.
 
         Environment: `TICKETFLOW_HOME`, `MLFLOW_TRACKING_URI`, `TICKETFLOW_VECTOR_STORE`,
-        `TICKETFLOW_EMBEDDING_MODEL`, `TICKETFLOW_IMAGE`.
+        `TICKETFLOW_EMBEDDING_MODEL`, `TICKETFLOW_IMAGE`, `TICKETFLOW_PREDICTION_LOG`.
 
         Args:
             **overrides: Field values; empty strings and None mean "keep the default".
@@ -86,6 +105,7 @@ class TicketflowConfig:
             "vector_store_uri": os.environ.get("TICKETFLOW_VECTOR_STORE", ""),
             "embedding_model": os.environ.get("TICKETFLOW_EMBEDDING_MODEL", ""),
             "image": os.environ.get("TICKETFLOW_IMAGE", ""),
+            "prediction_log_uri": os.environ.get("TICKETFLOW_PREDICTION_LOG", ""),
         }
         values = {k: v for k, v in {**env, **overrides}.items() if v not in ("", None)}
         for name in ("text_columns", "sgd_alphas", "fusion_weights"):
@@ -104,6 +124,11 @@ class TicketflowConfig:
     def vector_store(self) -> str:
         """ChromaDB location, defaulting to a folder under `home`."""
         return self.vector_store_uri or str(Path(self.home).resolve() / "chroma")
+
+    @property
+    def prediction_log(self) -> str:
+        """Prediction-log URI, defaulting to a sqlite file under `home`."""
+        return self.prediction_log_uri or f"sqlite:///{Path(self.home).resolve() / 'predictions.db'}"
 
     @property
     def artifact_root(self) -> str:
