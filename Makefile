@@ -9,6 +9,11 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Where torch's CPU build comes from; empty uses the configured index (PyTorch's own: https://download.pytorch.org/whl/cpu).
 TORCH_INDEX_URL ?=
+HOST ?= 127.0.0.1
+PORT ?= 8080
+IMAGE ?= ticketflow:dev
+CONTAINER ?= docker
+OVERLAY ?= minikube
 DATA ?=
 OUT ?=
 VERSION ?=
@@ -16,7 +21,7 @@ export PYTHONPATH := $(CURDIR)
 # pip on some machines warns for every package about absent local index folders: noise, not news.
 PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help install run predict promote rollback compile lint format test bench clean
+.PHONY: help install run predict promote rollback serve compile manifests image deploy lint format test bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,8 +51,22 @@ promote: install ## move champion to a version by hand: make promote VERSION=n
 rollback: install ## move champion back to the previous champion
 	@$(PY) -m pipelines.cli rollback
 
+serve: install ## serve the champion (KServe V1/V2) on 127.0.0.1:8080 (HOST=, PORT=); trains first if none
+	@$(PY) -m pipelines.cli champion >/dev/null 2>&1 || { echo "==> no champion yet: training on the sample first"; $(PY) -m pipelines.cli run; }
+	@$(PY) -m serving --http_port $(PORT) --host $(HOST)
+
 compile: install ## write pipelines/training.yaml for the Kubeflow dashboard
 	@$(PY) -m pipelines.training
+
+manifests: install ## render manifests/base/inference-service.yaml from serving/inference_service.py
+	@$(PY) -m serving.inference_service
+
+image: ## build the one image (every KFP component + the predictor): make image [IMAGE=…] [CONTAINER=podman]
+	$(CONTAINER) build -t $(IMAGE) --build-arg GIT_COMMIT=$$(git rev-parse HEAD) \
+	  $(if $(TORCH_INDEX_URL),--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL)) .
+
+deploy: ## apply a kustomize overlay to the current kubectl context: make deploy [OVERLAY=minikube]
+	kubectl apply -k manifests/overlays/$(OVERLAY)
 
 lint: install ## ruff lint and format check
 	@$(VENV)/bin/ruff check .

@@ -121,6 +121,21 @@ def cmd_rollback(args: argparse.Namespace) -> None:
     print(rollback(_use_home(args)))
 
 
+def cmd_champion(args: argparse.Namespace) -> None:
+    """`champion`: print the champion's version; exit 1 when there is none (make serve trains then)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from components.register import alias_version
+
+    cfg = _use_home(args)
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    version = alias_version(MlflowClient(), cfg.registered_model_name, cfg.champion_alias)
+    if version is None:
+        raise ValueError(f"no {cfg.champion_alias} for {cfg.registered_model_name} in {cfg.tracking_uri}")
+    print(version)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     defaults = TicketflowConfig()
@@ -148,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     promote.set_defaults(func=cmd_promote)
     rollback = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
     rollback.set_defaults(func=cmd_rollback)
+    champion = sub.add_parser("champion", help="print the champion's version (exit 1 when there is none)")
+    champion.set_defaults(func=cmd_champion)
     return parser
 
 

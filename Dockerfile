@@ -1,0 +1,61 @@
+# ticketflow: one image runs every Kubeflow Pipelines component and the KServe predictor.
+#   docker build -t ticketflow:dev --build-arg GIT_COMMIT="$(git rev-parse HEAD)" .
+# The default command serves the model; KFP replaces command and args for each component.
+#
+# BASE_IMAGE      any Debian-like image with Python 3.11 and its venv module (air-gapped mirrors welcome).
+# PIP_CERT        path, inside the build, of a CA bundle for pip (TLS-intercepting proxies); mount it at build time.
+# TORCH_INDEX_URL where torch==2.13.0 comes from: PyTorch's CPU wheel index by default (a few hundred MB, where
+#                 the default index's Linux build pulls GBs of CUDA); empty means the configured package index.
+# GIT_COMMIT      recorded as TICKETFLOW_GIT_COMMIT (MLflow runs log it).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ARG PIP_CERT=
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# No apt: the base image brings Python; everything else comes from pinned wheels. A venv works the same on
+# python:3.11-slim and on a plain Debian base (whose system Python refuses pip installs, PEP 668).
+RUN python3 -m venv "$VIRTUAL_ENV"
+
+# Dependencies before code, so a code change reuses this (large) layer. torch first, from its own index,
+# then the rest under the constraints that keep it at 2.13.0. pip reads PIP_CERT from the environment (build
+# arguments are environment variables of RUN steps; empty means pip's default trust store).
+COPY requirements.txt constraints.txt /tmp/requirements/
+RUN if [ -n "$TORCH_INDEX_URL" ]; then \
+        pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" torch==2.13.0; \
+    else \
+        pip install --no-cache-dir torch==2.13.0; \
+    fi \
+    && pip install --no-cache-dir -c /tmp/requirements/constraints.txt -r /tmp/requirements/requirements.txt \
+    && pip check \
+    && rm -rf /tmp/requirements
+
+# A numeric non-root user (Kubernetes can verify runAsNonRoot only for numeric users); the InferenceService
+# runs as the same uid/gid. /var/lib/ticketflow holds the state (prediction log; the PVC mounts there).
+RUN groupadd --system --gid 10001 ticketflow \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --create-home --home-dir /home/ticketflow \
+        --shell /usr/sbin/nologin ticketflow \
+    && mkdir -p /var/lib/ticketflow \
+    && chown 10001:10001 /var/lib/ticketflow
+
+WORKDIR /app
+COPY components/ /app/components/
+COPY pipelines/ /app/pipelines/
+COPY serving/ /app/serving/
+COPY monitoring/ /app/monitoring/
+COPY data/ /app/data/
+
+ARG GIT_COMMIT=unknown
+ENV PYTHONPATH=/app \
+    TICKETFLOW_HOME=/var/lib/ticketflow \
+    TICKETFLOW_GIT_COMMIT=${GIT_COMMIT}
+
+USER 10001:10001
+EXPOSE 8080
+CMD ["python", "-m", "serving", "--http_port", "8080", "--host", "0.0.0.0"]

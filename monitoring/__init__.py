@@ -1,0 +1,1 @@
+"""Monitoring of the served model: the prediction log and drift checks."""

@@ -1,0 +1,1 @@
+"""The KServe predictor of ticketflow and its helpers."""

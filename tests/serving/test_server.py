@@ -1,0 +1,431 @@
+"""The real predictor server in a subprocess on a free loopback port, called over HTTP.
+
+Real parts: a model trained by the real pipeline (kfp.local), its sqlite MLflow registry and ChromaDB, the
+KServe model server, the prediction log. Clients: plain `requests` and KServe's own `InferenceRESTClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from monitoring.request_log import PredictionLog
+from tests.conftest import ROOT
+
+MODEL = "ticket-classifier"
+TOKEN = "test-token-1234"
+V1 = f"/v1/models/{MODEL}:predict"
+V2 = f"/v2/models/{MODEL}/infer"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A predictor subprocess; `url` is its base URL."""
+
+    def __init__(self, home: Path, reload_interval: float = 0, **env: str) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = home / f"server-{self.port}.log"
+        environment = {**os.environ, "TICKETFLOW_HOME": str(home), "PYTHONPATH": str(ROOT), **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--http_port", str(self.port), "--reload_interval", str(reload_interval)],
+            cwd=ROOT,
+            env=environment,
+            stdout=self.log_path.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/v2/models/{MODEL}/ready", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"server not ready: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("serving-home")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "--home", str(home), "run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(home: Path) -> Iterator[Server]:
+    server = Server(home, TICKETFLOW_API_TOKEN=TOKEN)
+    yield server
+    server.stop()
+
+
+def predict(server: Server, instances: list, **kwargs) -> requests.Response:
+    return requests.post(server.url + V1, json={"instances": instances}, timeout=30, **kwargs)
+
+
+def test_server_binds_loopback_only(server: Server) -> None:
+    listening = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+    lines = [line for line in listening.splitlines() if f":{server.port} " in line]
+    assert lines and all("127.0.0.1:" in line for line in lines), lines
+
+
+def test_v1_answer_has_the_promised_shape(server: Server) -> None:
+    response = predict(
+        server,
+        [
+            "My laptop cannot connect to the VPN since this morning",
+            {"subject": "Refund request", "body": "I was charged twice for invoice 4471", "tags": ["billing"]},
+        ],
+        headers={"x-request-id": "req-42"},
+    )
+    assert response.status_code == 200, response.text
+    answers = response.json()["predictions"]
+    assert [a["id"] for a in answers] == ["req-42-0", "req-42-1"]
+    assert answers[0]["labels"]["category"]["label"] == "Network"
+    assert answers[1]["labels"]["category"]["label"] == "Billing"
+    for answer in answers:
+        assert set(answer) == {"id", "labels", "needs_review", "similar", "suggested_reply", "model"}
+        assert set(answer["labels"]) == {"category", "priority"}
+        for target in answer["labels"].values():
+            assert 0 <= target["confidence"] <= 1 and len(target["top"]) == 3
+            assert target["top"][0] == {"label": target["label"], "confidence": target["confidence"]}
+            assert [t["confidence"] for t in target["top"]] == sorted(
+                (t["confidence"] for t in target["top"]), reverse=True
+            )
+        assert len(answer["similar"]) == 5
+        assert all(set(s) == {"id", "labels", "similarity"} and -1 <= s["similarity"] <= 1 for s in answer["similar"])
+        assert answer["model"] == {"name": MODEL, "version": "1"}
+        assert isinstance(answer["needs_review"], bool)
+    reply = answers[1]["suggested_reply"]
+    assert reply is None or (reply["text"] and reply["similarity"] >= 0.75)
+
+
+def test_v2_infer_returns_named_outputs(server: Server) -> None:
+    body = {
+        "inputs": [
+            {
+                "name": "text",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": ["printer jammed on floor 3", "please reset my password"],
+            }
+        ]
+    }
+    response = requests.post(server.url + V2, json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert set(outputs) == {
+        "label_category",
+        "confidence_category",
+        "label_priority",
+        "confidence_priority",
+        "needs_review",
+        "details",
+    }
+    assert outputs["label_category"]["datatype"] == "BYTES" and outputs["confidence_category"]["datatype"] == "FP32"
+    assert outputs["needs_review"]["datatype"] == "BOOL"
+    assert outputs["label_category"]["data"] == ["Hardware", "Access"]
+    details = [json.loads(d) for d in outputs["details"]["data"]]
+    assert details[0]["labels"]["category"]["label"] == "Hardware" and len(details[0]["similar"]) == 5
+
+
+def test_kserve_rest_client_speaks_both_protocols(server: Server) -> None:
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def call() -> tuple:
+        v1_client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=30))
+        v2_client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30))
+        try:
+            v1 = await v1_client.infer(server.url, {"instances": ["vpn drops every hour"]}, model_name=MODEL)
+            tensor = InferInput("text", [1], "BYTES", ["new laptop order for a new hire"])
+            v2 = await v2_client.infer(
+                server.url, InferRequest(model_name=MODEL, infer_inputs=[tensor]), model_name=MODEL
+            )
+            ready = await v2_client.is_model_ready(server.url, MODEL)
+            return v1, v2, ready
+        finally:
+            await v1_client.close()
+            await v2_client.close()
+
+    v1, v2, ready = asyncio.run(call())
+    assert v1["predictions"][0]["labels"]["category"]["label"] == "Network"
+    outputs = {o.name: o for o in v2.outputs}
+    assert outputs["label_category"].data == ["Purchase"]
+    assert ready is True
+
+
+def test_health_readiness_and_metadata(server: Server) -> None:
+    assert requests.get(server.url + "/v2/health/live", timeout=5).json() == {"live": True}
+    assert requests.get(server.url + f"/v1/models/{MODEL}", timeout=5).json()["ready"] is True
+    metadata = requests.get(server.url + f"/v2/models/{MODEL}", timeout=5).json()
+    assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert {o["name"] for o in metadata["outputs"]} >= {"label_category", "confidence_priority", "details"}
+
+
+BAD_V1 = [
+    ({"instances": []}, "no tickets"),
+    ({"instances": [""]}, "empty"),
+    ({"instances": ["   \n\t "]}, "empty"),
+    ({"instances": [42]}, "must be a string"),
+    ({"instances": [{"subject": 5}]}, "instances[0].subject must be a string"),
+    ({"instances": [{"nothing": "here"}]}, "none of the text fields"),
+    ({"instances": [{"body": "ok", "tags": [1, 2]}]}, "list of strings"),
+    ({"instances": ["x" * 20_001]}, "maximum is 20000"),
+    ({"instances": ["fine"] * 257}, "maximum is 256"),
+    ({"instances": "not a list"}, "instances"),
+    ({"tickets": ["wrong key"]}, "instances"),
+    ([1, 2, 3], "instances"),
+    (None, "instances"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_V1)
+def test_bad_v1_requests_get_a_4xx_naming_the_problem(server: Server, body: object, message: str) -> None:
+    response = requests.post(
+        server.url + V1, data=json.dumps(body), timeout=30, headers={"content-type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500, response.text
+    assert message in response.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type"),
+    [
+        (b"{not json", "application/json"),
+        (b"", "application/json"),
+        (b"plain text ticket", "text/plain"),
+        (b"\xff\xfe\x00", "application/octet-stream"),
+    ],
+)
+def test_malformed_bodies_get_a_4xx(server: Server, raw: bytes, content_type: str) -> None:
+    response = requests.post(server.url + V1, data=raw, headers={"content-type": content_type}, timeout=30)
+    assert 400 <= response.status_code < 500, response.text
+
+
+BAD_V2 = [
+    ({"inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, "datatype BYTES"),
+    ({"inputs": [{"name": "body", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}, "named 'text'"),
+    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2, 2], "data": ["a", "b", "c", "d"]}]}, "shape"),
+    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": ["a"]}]}, "shape"),
+    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [""]}]}, "empty"),
+    ({"inputs": []}, "exactly one input"),
+    ({"inputs": [{"name": "text", "datatype": "NOPE", "shape": [1], "data": ["x"]}]}, ""),
+    ({"inputs": "text"}, ""),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_V2)
+def test_bad_v2_requests_get_a_4xx(server: Server, body: dict, message: str) -> None:
+    response = requests.post(server.url + V2, json=body, timeout=30)
+    assert 400 <= response.status_code < 500, response.text
+    assert message in response.text
+
+
+def test_unknown_model_and_oversized_body_and_blocked_endpoints(server: Server) -> None:
+    assert (
+        requests.post(server.url + "/v1/models/nope:predict", json={"instances": ["x"]}, timeout=10).status_code == 404
+    )
+    big = requests.post(
+        server.url + V1, data=b"x" * 2_100_000, headers={"content-type": "application/json"}, timeout=30
+    )
+    assert big.status_code == 413 and "request body over" in big.text
+    unload = requests.post(server.url + f"/v2/repository/models/{MODEL}/unload", timeout=10)
+    assert unload.status_code == 403
+    assert predict(server, ["still serving after an unload attempt"]).status_code == 200
+
+
+def test_reload_needs_the_bearer_token(server: Server) -> None:
+    url = server.url + f"/v1/models/{MODEL}/reload"
+    assert requests.post(url, timeout=10).status_code == 401
+    assert requests.post(url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+    ok = requests.post(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    assert ok.status_code == 200 and ok.json()["version"] == "1"
+
+
+def test_metrics_expose_ours_beside_kserves(server: Server) -> None:
+    predict(server, ["monitor flickers"])
+    requests.post(server.url + V1, json={"instances": []}, timeout=10)
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    for name in (
+        "ticketflow_predictions_total",
+        "ticketflow_prediction_confidence_bucket",
+        "ticketflow_needs_review_total",
+        "ticketflow_tickets_total",
+        "ticketflow_requests_rejected_total",
+        "ticketflow_model_info",
+        "request_predict_seconds",
+    ):
+        assert name in text, name
+    assert 'ticketflow_model_info{model="ticket-classifier",version="1"} 1.0' in text
+    assert 'ticketflow_requests_rejected_total{reason="empty_batch"}' in text
+
+
+def test_fuzzed_bodies_never_get_a_5xx(server: Server) -> None:
+    rng = random.Random(1234)
+    good = {"instances": ["printer jammed", {"subject": "vpn", "body": "drops", "tags": "network"}]}
+    seeds = [
+        json.dumps(good),
+        json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}),
+    ]
+    values = [None, True, 0, -1, 1e308, "", "x" * 50, [], {}, [None], {"a": [1]}, "\u0000", "\ud7ff"]
+    session = requests.Session()
+    statuses = []
+    for i in range(500):
+        kind = i % 5
+        if kind == 0:  # random bytes
+            body = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 200)))
+        elif kind == 1:  # a good body with bytes flipped, cut or duplicated
+            raw = bytearray(rng.choice(seeds).encode())
+            for _ in range(rng.randint(1, 5)):
+                pos = rng.randrange(len(raw))
+                raw[pos] = rng.getrandbits(8)
+            body = bytes(raw[: rng.randint(1, len(raw))]) if rng.random() < 0.3 else bytes(raw)
+        elif kind == 2:  # instances of random JSON values
+            body = json.dumps({"instances": [rng.choice(values) for _ in range(rng.randint(0, 4))]}).encode()
+        elif kind == 3:  # objects with random fields and values
+            instance = {rng.choice(["subject", "body", "tags", "text", "zz"]): rng.choice(values) for _ in range(3)}
+            body = json.dumps({"instances": [instance]}).encode()
+        else:  # V2 with random datatypes, shapes and data
+            tensor = {
+                "name": rng.choice(["text", "x"]),
+                "datatype": rng.choice(["BYTES", "FP32", "INT8", "BOOL", "?"]),
+                "shape": [rng.randint(-1, 3) for _ in range(rng.randint(0, 3))],
+                "data": [rng.choice(values) for _ in range(rng.randint(0, 3))],
+            }
+            body = json.dumps({"inputs": [tensor]}).encode()
+        url = server.url + (V2 if kind == 4 else V1)
+        response = session.post(
+            url, data=body, timeout=30, headers={"content-type": rng.choice(["application/json", "text/plain"])}
+        )
+        statuses.append(response.status_code)
+        assert response.status_code < 500, (body[:300], response.status_code, response.text[:300])
+    assert predict(server, ["after the fuzzing: laptop screen broken"]).status_code == 200
+    assert any(s >= 400 for s in statuses) and any(s == 200 for s in statuses)
+
+
+def test_answers_are_logged_with_personal_data_masked(server: Server, home: Path) -> None:
+    response = predict(
+        server,
+        ["Call me at +1 555 0134 or write to dana.k@example.com, the VPN is down"],
+        headers={"x-request-id": "pii-1"},
+    )
+    assert response.status_code == 200
+    log = PredictionLog(f"sqlite:///{home / 'predictions.db'}")
+    deadline = time.time() + 10
+    while (record := log.get("pii-1-0")) is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert record is not None
+    assert "dana.k@example.com" not in record["text"] and "555 0134" not in record["text"]
+    assert "[email]" in record["text"] and "[phone]" in record["text"] and "VPN is down" in record["text"]
+    answer = response.json()["predictions"][0]
+    assert record["model_version"] == "1"
+    assert json.loads(record["labels"]) if isinstance(record["labels"], str) else record["labels"]
+    assert answer["labels"]["category"]["label"] in json.dumps(record["labels"])
+
+
+def test_log_survives_a_clean_shutdown_right_after_a_burst(home: Path) -> None:
+    server = Server(home)
+    session = requests.Session()
+    for i in range(40):
+        assert (
+            session.post(
+                server.url + V1,
+                json={"instances": [f"burst ticket {i}", f"second of {i}"]},
+                headers={"x-request-id": f"burst-{i}"},
+                timeout=30,
+            ).status_code
+            == 200
+        )
+    # uvicorn shuts down gracefully, then re-raises SIGTERM: the conventional exit of a signalled process.
+    assert server.stop() in (0, -signal.SIGTERM)
+    assert "prediction log flushed" in server.log_path.read_text()
+    log = PredictionLog(f"sqlite:///{home / 'predictions.db'}")
+    ids = set(log.read()["ticket_id"])
+    assert {f"burst-{i}-{j}" for i in range(40) for j in range(2)} <= ids
+
+
+def test_hot_reload_under_load_and_a_broken_model_keeps_the_old_one(home: Path, tmp_path: Path) -> None:
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    client = MlflowClient()
+    v1 = client.get_model_version(MODEL, "1")
+    v2 = client.create_model_version(MODEL, v1.source, run_id=v1.run_id)  # same model, a new version
+    server = Server(home, reload_interval=1, TICKETFLOW_API_TOKEN=TOKEN)  # checks the alias every second
+    failures, seen, stop = [], [], threading.Event()
+
+    def hammer() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            r = session.post(server.url + V1, json={"instances": ["keyboard missing keys"]}, timeout=30)
+            if r.status_code != 200:
+                failures.append(r.status_code)
+            else:
+                seen.append(r.json()["predictions"][0]["model"]["version"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        client.set_registered_model_alias(MODEL, "champion", v2.version)
+        deadline = time.time() + 90
+        while (not seen or seen[-1] != "2") and time.time() < deadline:  # picked up with no call to /reload
+            time.sleep(0.2)
+        assert seen and seen[-1] == "2", "the new champion was not picked up"
+        broken_dir = tmp_path / "broken"
+        broken_dir.mkdir()
+        (broken_dir / "MLmodel").write_text("not: [a valid model")
+        v3 = client.create_model_version(MODEL, str(broken_dir))
+        client.set_registered_model_alias(MODEL, "champion", v3.version)
+        failed = requests.post(
+            server.url + f"/v1/models/{MODEL}/reload", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120
+        )
+        assert failed.status_code == 503 and "error" in failed.text
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    assert predict(server, ["still answering"]).json()["predictions"][0]["model"]["version"] == "2"
+    server.stop()
+    client.set_registered_model_alias(MODEL, "champion", "1")
+    assert failures == []
+    assert set(seen) == {"1", "2"} and seen.index("2") > 0
+    assert 'ticketflow_model_reloads_total{result="success"} 1.0' in metrics
+    failed_reloads = float(metrics.split('ticketflow_model_reloads_total{result="failure"} ')[1].split()[0])
+    assert failed_reloads >= 1  # the endpoint's attempt and the periodic checks, all counted
+    assert 'ticketflow_model_info{model="ticket-classifier",version="2"} 1.0' in metrics
