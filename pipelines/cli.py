@@ -4,6 +4,8 @@
     python -m pipelines.cli predict --data IN --out OUT
     python -m pipelines.cli promote --version N
     python -m pipelines.cli rollback
+    python -m pipelines.cli feedback --ticket-id ID --label category=Network [--label priority=high]
+    python -m pipelines.cli review-queue [--limit N] [--json]
 
 `run` prints a line per step, a short human summary, and as its last line of stdout one JSON object.
 """
@@ -136,6 +138,53 @@ def cmd_champion(args: argparse.Namespace) -> None:
     print(version)
 
 
+def _label(text: str) -> tuple[str, str]:
+    """`target=label` from the command line."""
+    target, sep, label = text.partition("=")
+    if not sep or not target.strip():
+        raise argparse.ArgumentTypeError(f"expected TARGET=LABEL (e.g. category=Network), got {text!r}")
+    return target.strip(), label
+
+
+def cmd_feedback(args: argparse.Namespace) -> None:
+    """`feedback`: record the true labels of a logged ticket; prints the stored record as one JSON object."""
+    from monitoring.feedback import FeedbackStore, InvalidFeedbackError, feedback_uri
+    from monitoring.request_log import PredictionLog
+
+    cfg = _use_home(args)
+    labels: dict[str, str] = {}
+    for target, label in args.label:
+        if target in labels:
+            raise InvalidFeedbackError(f"--label {target}=… is given twice")
+        labels[target] = label
+    record = FeedbackStore(feedback_uri(cfg)).record(
+        args.ticket_id, labels, args.source, prediction_log=PredictionLog(cfg.prediction_log)
+    )
+    print(json.dumps(record.to_dict(), ensure_ascii=False), flush=True)
+
+
+def cmd_review_queue(args: argparse.Namespace) -> None:
+    """`review-queue`: the logged tickets flagged for review and not yet labelled, least confident first."""
+    from monitoring.feedback import FeedbackStore, feedback_uri, review_items
+    from monitoring.request_log import PredictionLog
+
+    cfg = _use_home(args)
+    items = review_items(FeedbackStore(feedback_uri(cfg)).review_queue(PredictionLog(cfg.prediction_log), args.limit))
+    if args.json:
+        print(json.dumps({"count": len(items), "tickets": items}, ensure_ascii=False), flush=True)
+        return
+    if not items:
+        print("review queue is empty: no unlabelled ticket is flagged needs_review")
+        return
+    print(f"{'ticket_id':<28} {'min conf':>8}  {'predicted':<36} text")
+    for item in items:
+        predicted = ", ".join(f"{t}={v['label']} ({v['confidence']:.2f})" for t, v in item["labels"].items())
+        text = item["text"].replace("\n", " ")
+        text = text if len(text) <= 60 else text[:59] + "…"
+        minimum = float("nan") if item["min_confidence"] is None else item["min_confidence"]
+        print(f"{item['ticket_id']:<28} {minimum:>8.3f}  {predicted:<36} {text}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     defaults = TicketflowConfig()
@@ -165,6 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.set_defaults(func=cmd_rollback)
     champion = sub.add_parser("champion", help="print the champion's version (exit 1 when there is none)")
     champion.set_defaults(func=cmd_champion)
+    feedback = sub.add_parser("feedback", help="record the true labels of a logged ticket (agents' corrections)")
+    feedback.add_argument("--ticket-id", required=True, help="the ticket's id as answered: <request id>-<index>")
+    feedback.add_argument(
+        "--label",
+        action="append",
+        type=_label,
+        required=True,
+        metavar="TARGET=LABEL",
+        help="true label of a target, e.g. category=Network; repeat for more targets",
+    )
+    feedback.add_argument("--source", default="agent", help="who corrects (default agent)")
+    feedback.set_defaults(func=cmd_feedback)
+    queue = sub.add_parser("review-queue", help="unlabelled tickets flagged for review, least confident first")
+    queue.add_argument("--limit", type=int, default=50, help="most tickets listed (default 50)")
+    queue.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    queue.set_defaults(func=cmd_review_queue)
     return parser
 
 
@@ -174,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
         if "Inner task failed" in message:
             message += " The task's log above ends with the cause."

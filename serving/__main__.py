@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from kserve.errors import ModelMissingError
 
     from components.config import TicketflowConfig
+    from monitoring.feedback import FeedbackStore, feedback_uri
     from monitoring.request_log import PredictionLog
     from serving.predictor import TicketClassifier
     from serving.server import build_app, serve
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModelMissingError as exc:
         print(f"error: nothing to serve: {exc}", file=sys.stderr)
         return 1
-    app = build_app(model, args.http_port, os.environ.get("TICKETFLOW_API_TOKEN") or None, interval)
+    feedback_store = FeedbackStore(feedback_uri(cfg))  # its routes check ticket ids against the model's request_log
+    app = build_app(model, args.http_port, os.environ.get("TICKETFLOW_API_TOKEN") or None, interval, feedback_store)
     logging.getLogger(__name__).info(
         "serving %s v%s on http://%s:%d", model.name, model.loaded.version, args.host, args.http_port
     )

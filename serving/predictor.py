@@ -53,6 +53,7 @@ CONFIDENCE = Histogram(
 TICKETS = Counter("ticketflow_tickets_total", "Tickets answered.", ["model"])
 NEEDS_REVIEW = Counter("ticketflow_needs_review_total", "Answered tickets flagged for human review.", ["model"])
 REJECTED = Counter("ticketflow_requests_rejected_total", "Requests answered with a 4xx, by reason.", ["reason"])
+FAILED = Counter("ticketflow_requests_failed_total", "Requests answered with a 5xx, by status code.", ["status"])
 MODEL_INFO = Gauge("ticketflow_model_info", "The model version being served (value 1).", ["model", "version"])
 RELOADS = Counter("ticketflow_model_reloads_total", "Attempts to load a new champion, by result.", ["result"])
 

@@ -8,6 +8,7 @@ by default, so this module builds the same application with kserve's factory and
 - a JSON content type for bodies sent without one (tritonclient does that);
 - a count of every 4xx by reason, for `/metrics`;
 - `POST /v1/models/<name>/reload`, protected by a bearer token when `TICKETFLOW_API_TOKEN` is set;
+- agents' feedback and the review queue (`serving/feedback_routes.py`) when given a feedback store;
 - a background task that picks up a new champion, and a clean shutdown that flushes the prediction log.
 """
 
@@ -19,11 +20,15 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 
-from serving.predictor import REJECTED, TicketClassifier
+from serving.predictor import FAILED, REJECTED, TicketClassifier
+
+if TYPE_CHECKING:
+    from monitoring.feedback import FeedbackStore
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +134,26 @@ class GuardMiddleware:
                 status = message["status"]
                 if 400 <= status < 500 and not state.counted:
                     REJECTED.labels(reason=STATUS_REASONS.get(status, f"http_{status}")).inc()
+                elif status >= 500:
+                    FAILED.labels(status=str(status)).inc()
             await send(message)
 
         await self.app(scope, receive, counting_send)
+
+
+def authorise(request: Request, api_token: str | None) -> None:
+    """Checks `Authorization: Bearer <api_token>` on a state-changing route; no token set means no check.
+
+    Raises:
+        HTTPException: 401 when the header is missing or wrong (counted as `unauthorized`).
+    """
+    if not api_token:
+        return
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {api_token}".encode()):
+        mark_counted()
+        REJECTED.labels(reason="unauthorized").inc()
+        raise HTTPException(status_code=401, detail="missing or wrong bearer token")
 
 
 def control_router(model: TicketClassifier, api_token: str | None) -> APIRouter:
@@ -146,18 +168,9 @@ def control_router(model: TicketClassifier, api_token: str | None) -> APIRouter:
     """
     router = APIRouter()
 
-    def authorise(request: Request) -> None:
-        if not api_token:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {api_token}".encode()):
-            mark_counted()
-            REJECTED.labels(reason="unauthorized").inc()
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token")
-
     @router.post("/v1/models/{name}/reload")
     async def reload(name: str, request: Request, force: bool = False) -> dict:
-        authorise(request)
+        authorise(request, api_token)
         if name != model.name:
             raise HTTPException(status_code=404, detail=f"model {name!r} is not served here")
         result = await model.reload(force=force)
@@ -168,7 +181,13 @@ def control_router(model: TicketClassifier, api_token: str | None) -> APIRouter:
     return router
 
 
-def build_app(model: TicketClassifier, port: int, api_token: str | None, reload_interval: float) -> FastAPI:
+def build_app(
+    model: TicketClassifier,
+    port: int,
+    api_token: str | None,
+    reload_interval: float,
+    feedback_store: FeedbackStore | None = None,
+) -> FastAPI:
     """Builds KServe's application for one loaded model, plus our middleware and routes.
 
     Args:
@@ -176,9 +195,14 @@ def build_app(model: TicketClassifier, port: int, api_token: str | None, reload_
         port: The HTTP port (KServe records it).
         api_token: Bearer token for state-changing routes, or None.
         reload_interval: Seconds between champion checks; 0 disables the background check.
+        feedback_store: Where agents' corrections go; given, the feedback and review-queue routes are served
+            (they need the model's prediction log).
 
     Returns:
         The FastAPI application.
+
+    Raises:
+        ValueError: A feedback store is given but the model has no prediction log.
     """
     from kserve import ModelServer
     from kserve import model_server as kserve_server
@@ -191,6 +215,12 @@ def build_app(model: TicketClassifier, port: int, api_token: str | None, reload_
     ).create_application()
     app: FastAPI = kserve_server.app
     app.include_router(control_router(model, api_token))
+    if feedback_store is not None:
+        from serving.feedback_routes import feedback_router  # it imports this module
+
+        if model.request_log is None:
+            raise ValueError("the feedback routes need the prediction log, and the model has none")
+        app.include_router(feedback_router(model.request_log, feedback_store, api_token))
     app.add_middleware(GuardMiddleware, max_body_bytes=model.cfg.max_body_bytes)
     tasks: list[asyncio.Task] = []
 

@@ -24,6 +24,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
+from monitoring.feedback import FeedbackStore
 from monitoring.request_log import PredictionLog
 from tests.conftest import ROOT
 
@@ -429,3 +430,134 @@ def test_hot_reload_under_load_and_a_broken_model_keeps_the_old_one(home: Path, 
     failed_reloads = float(metrics.split('ticketflow_model_reloads_total{result="failure"} ')[1].split()[0])
     assert failed_reloads >= 1  # the endpoint's attempt and the periodic checks, all counted
     assert 'ticketflow_model_info{model="ticket-classifier",version="2"} 1.0' in metrics
+
+
+# ---- agents' feedback and the review queue ------------------------------------------------------------------
+FEEDBACK = "/v1/feedback"
+REVIEW_QUEUE = "/v1/review-queue"
+VAGUE_TICKETS = [
+    "hello",
+    "question about something",
+    "please help",
+    "it does not work",
+    "thanks",
+    "see attached",
+    "follow up on my earlier message",
+    "urgent issue",
+]
+
+
+def feedback_store(home: Path) -> FeedbackStore:
+    return FeedbackStore(f"sqlite:///{home / 'feedback.db'}")
+
+
+def post_feedback(server: Server, body: object, token: str | None = TOKEN) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(server.url + FEEDBACK, json=body, headers=headers, timeout=30)
+
+
+def test_feedback_over_http_records_the_true_labels_of_a_predicted_ticket(server: Server, home: Path) -> None:
+    answer = predict(server, ["My laptop cannot connect to the VPN"], headers={"x-request-id": "fb-1"}).json()
+    predicted = {t: v["label"] for t, v in answer["predictions"][0]["labels"].items()}
+    # Right after the answer: the server writes what it still holds for its log before looking the id up.
+    response = post_feedback(
+        server, {"ticket_id": "fb-1-0", "labels": {"category": "Hardware", "priority": "a brand-new priority"}}
+    )
+    assert response.status_code == 200, response.text
+    record = response.json()
+    assert record["ticket_id"] == "fb-1-0" and record["predicted"] == predicted
+    assert record["labels"] == {"category": "Hardware", "priority": "a brand-new priority"}
+    assert record["correct"]["priority"] is False and record["source"] == "agent"
+    assert feedback_store(home).get("fb-1-0").labels == record["labels"]
+    again = post_feedback(server, {"ticket_id": "fb-1-0", "labels": {"category": " Network "}, "source": "lead"})
+    assert again.status_code == 200, again.text
+    assert again.json()["labels"] == {"category": "Network", "priority": "a brand-new priority"}
+    assert again.json()["created_at"] == record["created_at"] and again.json()["source"] == "lead"
+
+
+def test_feedback_needs_the_bearer_token(server: Server, home: Path) -> None:
+    assert predict(server, ["printer jammed"], headers={"x-request-id": "fb-2"}).status_code == 200
+    body = {"ticket_id": "fb-2-0", "labels": {"category": "Hardware"}}
+    assert post_feedback(server, body, token=None).status_code == 401
+    assert post_feedback(server, body, token="wrong").status_code == 401
+    bare = requests.post(server.url + FEEDBACK, json=body, headers={"Authorization": TOKEN}, timeout=30)
+    assert bare.status_code == 401
+    unparsed = requests.post(server.url + FEEDBACK, data=b"{not json", timeout=30)  # the token is checked first
+    assert unparsed.status_code == 401
+    assert feedback_store(home).get("fb-2-0") is None
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    assert 'ticketflow_requests_rejected_total{reason="unauthorized"}' in metrics
+
+
+def test_feedback_for_an_unknown_ticket_is_a_404_and_stores_nothing(server: Server, home: Path) -> None:
+    before = len(feedback_store(home).read())
+    response = post_feedback(server, {"ticket_id": "never-answered-0", "labels": {"category": "Network"}})
+    assert response.status_code == 404, response.text
+    assert "'never-answered-0' is not in the prediction log" in response.json()["detail"]
+    assert feedback_store(home).get("never-answered-0") is None and len(feedback_store(home).read()) == before
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    assert 'ticketflow_requests_rejected_total{reason="unknown_ticket"}' in metrics
+
+
+BAD_FEEDBACK = [
+    (b"{not json", 400, "not JSON"),
+    (b"", 400, "not JSON"),
+    (b'["fb-bad-0"]', 422, "JSON object"),
+    (b'{"labels": {"category": "Network"}}', 422, "lacks ticket_id"),
+    (b'{"ticket_id": "fb-bad-0"}', 422, "lacks labels"),
+    (b'{"ticket_id": "fb-bad-0", "labels": {}}', 422, "no labels given"),
+    (b'{"ticket_id": "fb-bad-0", "labels": ["category"]}', 422, "mapping"),
+    (b'{"ticket_id": 7, "labels": {"category": "Network"}}', 422, "ticket id"),
+    (b'{"ticket_id": "fb-bad-0", "labels": {"category": ""}}', 422, "is empty"),
+    (b'{"ticket_id": "fb-bad-0", "labels": {"category": 3}}', 422, "must be a string"),
+    (b'{"ticket_id": "fb-bad-0", "labels": {"category": "' + b"x" * 201 + b'"}}', 422, "maximum is 200"),
+    (b'{"ticket_id": "fb-bad-0", "labels": {"category": "Network"}, "x": 1}', 422, "unknown fields"),
+    (b'{"ticket_id": "fb-bad-0", "labels": {"category": "Network", "team": "x"}}', 422, "valid targets"),
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "message"), BAD_FEEDBACK)
+def test_malformed_feedback_gets_a_4xx_and_stores_nothing(
+    server: Server, home: Path, raw: bytes, status: int, message: str
+) -> None:
+    assert predict(server, ["monitor flickers"], headers={"x-request-id": "fb-bad"}).status_code == 200
+    response = requests.post(
+        server.url + FEEDBACK,
+        data=raw,
+        headers={"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert feedback_store(home).get("fb-bad-0") is None
+
+
+def test_review_queue_lists_unlabelled_flagged_tickets_least_confident_first(server: Server, home: Path) -> None:
+    answers = predict(server, VAGUE_TICKETS, headers={"x-request-id": "rq"}).json()["predictions"]
+    flagged = {a["id"]: min(v["confidence"] for v in a["labels"].values()) for a in answers if a["needs_review"]}
+    assert len(flagged) >= 2, f"expected vague tickets to be flagged for review: {answers}"
+    queue = requests.get(server.url + REVIEW_QUEUE, params={"limit": 1000}, timeout=30)  # no token needed
+    assert queue.status_code == 200, queue.text
+    items = queue.json()
+    minimums = [item["min_confidence"] for item in items]
+    assert minimums == sorted(minimums)
+    ours = [item for item in items if item["ticket_id"].startswith("rq-")]
+    # Ties go oldest first, and a request's tickets are logged in order.
+    assert [i["ticket_id"] for i in ours] == sorted(flagged, key=lambda t: (flagged[t], int(t.split("-")[-1])))
+    by_id = {a["id"]: a for a in answers}
+    for item in ours:
+        answer = by_id[item["ticket_id"]]
+        assert item["labels"] == {
+            t: {"label": v["label"], "confidence": v["confidence"]} for t, v in answer["labels"].items()
+        }
+        assert item["min_confidence"] == flagged[item["ticket_id"]] and item["model_version"] == "1"
+        assert item["text"] == VAGUE_TICKETS[int(item["ticket_id"].split("-")[-1])]
+    first = ours[0]["ticket_id"]
+    labelled = post_feedback(server, {"ticket_id": first, "labels": {"category": "Access"}})
+    assert labelled.status_code == 200, labelled.text
+    after = [i["ticket_id"] for i in requests.get(server.url + REVIEW_QUEUE, params={"limit": 1000}, timeout=30).json()]
+    assert first not in after
+    assert [t for t in after if t.startswith("rq-")] == [i["ticket_id"] for i in ours[1:]]
+    assert len(requests.get(server.url + REVIEW_QUEUE, params={"limit": 1}, timeout=30).json()) == 1
+    for limit in ("0", "1001", "many"):
+        assert requests.get(server.url + REVIEW_QUEUE, params={"limit": limit}, timeout=30).status_code == 422
