@@ -17,11 +17,12 @@ OVERLAY ?= minikube
 DATA ?=
 OUT ?=
 VERSION ?=
+WINDOW_RECORDS ?=
 export PYTHONPATH := $(CURDIR)
 # pip on some machines warns for every package about absent local index folders: noise, not news.
 PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help install run predict promote rollback serve compile manifests image deploy lint format test bench clean
+.PHONY: help install run predict promote rollback serve drift compile manifests image deploy lint format test bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,8 +56,12 @@ serve: install ## serve the champion (KServe V1/V2) on 127.0.0.1:8080 (HOST=, PO
 	@$(PY) -m pipelines.cli champion >/dev/null 2>&1 || { echo "==> no champion yet: training on the sample first"; $(PY) -m pipelines.cli run; }
 	@$(PY) -m serving --http_port $(PORT) --host $(HOST)
 
-compile: install ## write pipelines/training.yaml for the Kubeflow dashboard
+drift: install ## one drift check on the embedded default (kfp.local); retrains when drift is found
+	@$(PY) -m pipelines.cli drift $(if $(WINDOW_RECORDS),--window-records $(WINDOW_RECORDS))
+
+compile: install ## write pipelines/training.yaml and pipelines/drift.yaml for the Kubeflow dashboard
 	@$(PY) -m pipelines.training
+	@$(PY) -m pipelines.drift
 
 manifests: install ## render manifests/base/inference-service.yaml from serving/inference_service.py
 	@$(PY) -m serving.inference_service

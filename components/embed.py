@@ -96,7 +96,9 @@ def model_key(name: str) -> str:
 
 def cache_collection_name(model_name: str) -> str:
     """The cache collection of one embedding model."""
-    return f"vectors-{model_key(model_name)}"
+    # Read by id only, never searched; "l2" space, since a cosine collection hands back re-normalised vectors
+    # (not bit-identical), and then a warm cache would train a slightly different model than a cold one.
+    return f"vectors-exact-{model_key(model_name)}"
 
 
 def tickets_collection_name(content_sha256: str, model_name: str) -> str:
@@ -140,9 +142,9 @@ class VectorStore:
             self.client = chromadb.PersistentClient(path=uri, settings=settings)
         self.batch = max(1, min(self.client.get_max_batch_size(), 4000))
 
-    def _collection(self, name: str, create: bool = True):
+    def _collection(self, name: str, create: bool = True, space: str = "cosine"):
         if create:
-            return self.client.get_or_create_collection(name, metadata={"hnsw:space": "cosine"})
+            return self.client.get_or_create_collection(name, metadata={"hnsw:space": space})
         return self.client.get_collection(name)
 
     def has_collection(self, name: str) -> bool:
@@ -151,7 +153,7 @@ class VectorStore:
 
     def cached_vectors(self, model_name: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Vectors already stored for these text hashes with this embedding model."""
-        collection = self._collection(cache_collection_name(model_name))
+        collection = self._collection(cache_collection_name(model_name), space="l2")
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(hashes))
         for part in _chunks(len(unique), self.batch):
@@ -162,7 +164,7 @@ class VectorStore:
 
     def cache_vectors(self, model_name: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
         """Stores vectors under their text hashes in the model's cache collection."""
-        collection = self._collection(cache_collection_name(model_name))
+        collection = self._collection(cache_collection_name(model_name), space="l2")
         for part in _chunks(len(hashes), self.batch):
             collection.upsert(ids=list(hashes[part]), embeddings=vectors[part])
 

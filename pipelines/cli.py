@@ -4,6 +4,7 @@
     python -m pipelines.cli predict --data IN --out OUT
     python -m pipelines.cli promote --version N
     python -m pipelines.cli rollback
+    python -m pipelines.cli drift [--window-hours H | --window-records N]
     python -m pipelines.cli feedback --ticket-id ID --label category=Network [--label priority=high]
     python -m pipelines.cli review-queue [--limit N] [--json]
 
@@ -185,6 +186,61 @@ def cmd_review_queue(args: argparse.Namespace) -> None:
         print(f"{item['ticket_id']:<28} {minimum:>8.3f}  {predicted:<36} {text}")
 
 
+def _registry_state(cfg: TicketflowConfig) -> tuple[str | None, int]:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from components.register import alias_version
+
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    client = MlflowClient()
+    versions = client.search_model_versions(f"name='{cfg.registered_model_name}'")
+    return alias_version(client, cfg.registered_model_name, cfg.champion_alias), len(versions)
+
+
+def cmd_drift(args: argparse.Namespace) -> None:
+    """`drift`: one drift check (and a retrain when drift is found) through kfp.local."""
+    from kfp import local
+
+    from pipelines.drift import drift_pipeline
+
+    cfg = _use_home(args)
+    champion_before, versions_before = _registry_state(cfg)
+    root = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    runs = Path(cfg.home) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs))
+    params = {"window_hours": args.window_hours, "window_records": args.window_records, "min_tickets": args.min_tickets}
+    summary = json.loads(drift_pipeline(**{k: v for k, v in params.items() if v is not None}).output)
+    champion_after, versions_after = _registry_state(cfg)
+    summary.update(
+        retrained=versions_after > versions_before,
+        champion_changed=champion_after != champion_before,
+        champion_version=champion_after,
+    )
+    verdict = (
+        "drift detected" if summary["drift_detected"] else ("no drift" if summary["enough_data"] else "not enough data")
+    )
+    print(f"\nticketflow drift check: {verdict} ({summary['reason']})")
+    for signal, values in summary["scores"].items():
+        print(
+            f"  {signal:<12} score {values['score']:.4f}  threshold {values['threshold']:.4f}"
+            f"{'  DRIFT' if values['drifted'] else ''}"
+        )
+    for queue in summary["queues"]:
+        if queue["drifted"]:
+            print(
+                f"  queue {queue['queue']}: {100 * queue['share']:.1f}% of the window "
+                f"({100 * queue['reference_share']:.1f}% in training), its tickets drifted"
+            )
+    print(
+        f"  retrained: {summary['retrained']}, champion changed: {summary['champion_changed']} "
+        f"(champion v{champion_after})"
+    )
+    print(json.dumps(summary), flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     defaults = TicketflowConfig()
@@ -212,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     promote.set_defaults(func=cmd_promote)
     rollback = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
     rollback.set_defaults(func=cmd_rollback)
+    drift = sub.add_parser("drift", help="check served tickets for drift; retrain when they drifted")
+    drift.add_argument("--window-hours", type=float, help="window of the prediction log in hours (default 24)")
+    drift.add_argument("--window-records", type=int, help="use the last N served tickets instead")
+    drift.add_argument("--min-tickets", type=int, help="fewer tickets give 'not enough data' (default 100)")
+    drift.set_defaults(func=cmd_drift)
     champion = sub.add_parser("champion", help="print the champion's version (exit 1 when there is none)")
     champion.set_defaults(func=cmd_champion)
     feedback = sub.add_parser("feedback", help="record the true labels of a logged ticket (agents' corrections)")

@@ -26,13 +26,13 @@ def shared_file(path: Path) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def it_service_csv() -> Path:
     """The real IT service tickets (Document → Topic_group)."""
     return shared_file(IT_SERVICE)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def customer_support_csv() -> Path:
     """The real customer support tickets (subject/body/tags → queue, priority)."""
     return shared_file(CUSTOMER_SUPPORT)
