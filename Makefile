@@ -18,11 +18,13 @@ DATA ?=
 OUT ?=
 VERSION ?=
 WINDOW_RECORDS ?=
+KFP_HOST ?=
+CRON ?=
 export PYTHONPATH := $(CURDIR)
 # pip on some machines warns for every package about absent local index folders: noise, not news.
 PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help install run predict promote rollback serve drift compile manifests image deploy lint format test bench clean
+.PHONY: help install run predict promote rollback serve drift schedule compile manifests image deploy lint format test bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +60,10 @@ serve: install ## serve the champion (KServe V1/V2) on 127.0.0.1:8080 (HOST=, PO
 
 drift: install ## one drift check on the embedded default (kfp.local); retrains when drift is found
 	@$(PY) -m pipelines.cli drift $(if $(WINDOW_RECORDS),--window-records $(WINDOW_RECORDS))
+
+schedule: install ## on a cluster: recurring drift check every 6 h (KFP_HOST=http://… [CRON="0 0 */6 * * *"])
+	@if [ -z "$(KFP_HOST)" ]; then echo "usage: make schedule KFP_HOST=http://<kfp api> [CRON='0 0 */6 * * *']" >&2; exit 2; fi
+	@$(PY) -m pipelines.schedule --host $(KFP_HOST) $(if $(CRON),--cron "$(CRON)")
 
 compile: install ## write pipelines/training.yaml and pipelines/drift.yaml for the Kubeflow dashboard
 	@$(PY) -m pipelines.training
