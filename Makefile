@@ -24,7 +24,7 @@ export PYTHONPATH := $(CURDIR)
 # pip on some machines warns for every package about absent local index folders: noise, not news.
 PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help install run predict promote rollback serve drift schedule compile manifests image deploy lint format test bench clean
+.PHONY: help install run predict promote rollback serve drift demo-drift schedule compile manifests image deploy lint format test bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ serve: install ## serve the champion (KServe V1/V2) on 127.0.0.1:8080 (HOST=, PO
 
 drift: install ## one drift check on the embedded default (kfp.local); retrains when drift is found
 	@$(PY) -m pipelines.cli drift $(if $(WINDOW_RECORDS),--window-records $(WINDOW_RECORDS))
+
+demo-drift: install ## the monitoring loop end to end: train, serve, replay, detect drift, label, retrain
+	@$(PY) -m pipelines.demo_drift
 
 schedule: install ## on a cluster: recurring drift check every 6 h (KFP_HOST=http://… [CRON="0 0 */6 * * *"])
 	@if [ -z "$(KFP_HOST)" ]; then echo "usage: make schedule KFP_HOST=http://<kfp api> [CRON='0 0 */6 * * *']" >&2; exit 2; fi
