@@ -93,9 +93,10 @@ format: install ## ruff format and autofix
 test: install lint ## install, lint and run the whole test suite
 	@$(PY) -m pytest
 
-bench: install ## measure quality and speed (training, then serving), write BENCHMARKS.md (≈ 30 min)
+bench: install ## measure quality and speed (training, serving, drift), write BENCHMARKS.md (≈ 35 min)
 	@$(PY) -m benchmarks.bench_training
 	@$(PY) -m benchmarks.bench_serving
+	@$(PY) -m benchmarks.bench_drift
 
 clean: ## remove the embedded default's state (.ticketflow) and caches
 	rm -rf .ticketflow .pytest_cache .ruff_cache local_outputs
