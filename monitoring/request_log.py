@@ -636,6 +636,10 @@ class _ParquetStore:
         self.folder = folder
         self._sequence = 0
         self._purge_lock = threading.Lock()  # the writer thread's hourly purge and a caller's purge()
+        # pyarrow loads its pandas shim lazily, and that import registers an atexit hook: done first from the
+        # writer thread while the interpreter exits, it fails ("can't register atexit after shutdown").
+        # Trigger it here, on the caller's thread, at construction.
+        pa.scalar(datetime.now(UTC), type=_PARQUET_SCHEMA.field("timestamp").type)
 
     def _files(self) -> list[Path]:
         # Files being written start with a dot and are not matched.
