@@ -1100,6 +1100,13 @@ class Goal:
         return [self.name, self.standalone, self.paired, ratio, self.target, f"{verdict} ({self.basis})"]
 
 
+def _load_flag(load: Load) -> str:
+    """A warning for figures measured while other processes kept ≥ 0.25 cores busy."""
+    if load.other_cores is None or load.other_cores < 0.25:
+        return ""
+    return f" — measured while other processes kept {load.other_cores:.2f} cores busy"
+
+
 def _yes(met: bool) -> str:
     return "yes" if met else "**no**"
 
@@ -1120,7 +1127,7 @@ def goals(results: Results) -> list[Goal]:
             continue
         p50 = pct(cell.latencies, 50)
         extra = p50 - base
-        standalone = f"{ms(p50)} vs {ms(base)} ms ({1000 * extra:+.1f} ms)"
+        standalone = f"{ms(p50)} vs {ms(base)} ms ({1000 * extra:+.1f} ms)" + _load_flag(cell.load)
         ratio, met, basis, check = p50 / base, 1000 * extra <= GOAL_HTTP_EXTRA_MS, "standalone", "—"
         diffs = paired.differences(protocol, 1) if paired is not None else []
         if diffs:
@@ -1148,7 +1155,7 @@ def goals(results: Results) -> list[Goal]:
         if cell is None or not cell.ok:
             continue
         ratio = cell.tps / ip.batch_tps
-        standalone = f"{cell.tps:.1f} vs {ip.batch_tps:.1f} tickets/s ({ratio:.2f})"
+        standalone = f"{cell.tps:.1f} vs {ip.batch_tps:.1f} tickets/s ({ratio:.2f})" + _load_flag(cell.load)
         met, basis, check = ratio >= GOAL_BATCH_RATIO, "standalone", "—"
         ratios = paired.ratios(protocol, BATCH) if paired is not None and concurrency == 1 else []
         if ratios:
@@ -1371,7 +1378,17 @@ def _fix_notes(results: Results, met: dict[str, bool]) -> list[str]:
             f"({ms(cell.server.get('predict', float('nan')))} ms) includes waiting for one of the "
             f"{ip.executor_workers} predict threads, so it measures queueing, not the model. "
         )
-        if c1 and c1.tps and cell.tps < 0.9 * c1.tps:
+
+        def busy(load: Load | None) -> bool:
+            return load is not None and load.other_cores is not None and load.other_cores >= 0.25
+
+        if busy(cell.load) and not busy(results.loads.get("in-process")):
+            text += (
+                "Other processes' load during this cell alone can explain the shortfall (the in-process baseline "
+                "ran on a quiet machine); compare the other protocol's row at this concurrency, and re-run on a "
+                "quiet machine before acting on this row."
+            )
+        elif c1 and c1.tps and cell.tps < 0.9 * c1.tps and not busy(c1.load):
             text += (
                 f"Throughput falls with more clients: {ip.executor_workers} concurrent `answer` calls with "
                 f"{TORCH_THREADS} torch threads each oversubscribe {os.cpu_count()} cores. What would fix it: "
@@ -1381,7 +1398,7 @@ def _fix_notes(results: Results, met: dict[str, bool]) -> list[str]:
         else:
             text += (
                 "More clients do not lower throughput, so the shortfall is the same per-batch cost as at "
-                "concurrency 1 (or other processes' load during this cell); see the paired figures."
+                "concurrency 1; see the paired figures and goal 2 at concurrency 1."
             )
         notes += [text, ""]
     return notes
