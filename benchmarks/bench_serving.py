@@ -51,7 +51,6 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +88,7 @@ FOREIGN_ENV = (
 )
 KSERVE_STAGES = ("preprocess", "predict", "postprocess")
 NAN = float("nan")
+IDLE_GAP_S = 0.2  # idle time before each call of the "after an idle gap" row
 
 _STARTED = time.perf_counter()
 
@@ -356,7 +356,7 @@ class StageTimer:
 
 # Stages of `TicketClassifier.answer`, in call order: (key, label).
 STAGES = (
-    ("encode", "`encode_texts` (sentence-transformers, the embedding)"),
+    ("encode", "`encode_texts` (the embedding: ONNX Runtime or PyTorch, see Setup)"),
     ("classify", "`TicketModel.predict` (TF-IDF + MLP fusion, calibration, both targets)"),
     ("review", "`TicketModel.needs_review`"),
     ("store_query", "`VectorStore.query` (Chroma, 5 nearest tickets)"),
@@ -412,6 +412,7 @@ class InProcess:
 
     single: list[float] = field(default_factory=list)  # seconds per answer() of one ticket
     bare: list[float] = field(default_factory=list)  # seconds per encode of one text
+    idle: list[float] = field(default_factory=list)  # seconds per answer() of one ticket after an idle gap
     batch_runs: list[float] = field(default_factory=list)  # seconds per answer() of 64 tickets
     stages_single: list[dict[str, float]] = field(default_factory=list)
     stages_batch: list[dict[str, float]] = field(default_factory=list)
@@ -430,7 +431,13 @@ class InProcess:
 
 
 def bench_in_process(
-    clf, texts: Sequence[str], n_single: int, n_batch: int, n_profile_single: int, n_profile_batch: int
+    clf,
+    texts: Sequence[str],
+    n_single: int,
+    n_batch: int,
+    n_profile_single: int,
+    n_profile_batch: int,
+    n_idle: int = 60,
 ) -> InProcess:
     """Measures `answer` for one ticket and for 64, the bare encode, and the stage breakdown.
 
@@ -441,6 +448,7 @@ def bench_in_process(
         n_batch: Runs of one 64-ticket batch.
         n_profile_single: Instrumented single-ticket calls for the breakdown.
         n_profile_batch: Instrumented 64-ticket calls for the breakdown.
+        n_idle: Single-ticket calls each after `IDLE_GAP_S` of idleness (thread pools asleep, caches cold).
 
     Returns:
         The figures.
@@ -449,7 +457,7 @@ def bench_in_process(
     from serving.predictor import TicketBatch
 
     loaded = clf.loaded
-    encoder, embed_batch = loaded.model.encoder(), loaded.model.embed_batch_size
+    encoder, embed_batch = loaded.model.encoder(clf.cfg.serving_embedding_backend), loaded.model.embed_batch_size
     out = InProcess(executor_workers=clf._executor._max_workers)
     for i in range(5):  # warm-up: first calls allocate buffers and fill sklearn/torch caches
         clf.answer(loaded, TicketBatch([texts[i]], f"warm-{i}", "v1"))
@@ -467,6 +475,14 @@ def bench_in_process(
         encode_texts(encoder, [other], embed_batch)
         out.bare.append(time.perf_counter() - t0)
     say(f"  in-process: p50 {ms(out.p50)} ms, p99 {ms(pct(out.single, 99))} ms; bare encode {ms(pct(out.bare, 50))}")
+    # Back-to-back calls find the runtimes' thread pools awake; a server with sparse traffic does not.
+    say(f"  in-process: {n_idle} single-ticket answers, each after {IDLE_GAP_S * 1000:.0f} ms idle")
+    for i in range(n_idle):
+        time.sleep(IDLE_GAP_S)
+        t0 = time.perf_counter()
+        clf.answer(loaded, TicketBatch([texts[(i + 29) % len(texts)]], f"idle-{i}", "v1"))
+        out.idle.append(time.perf_counter() - t0)
+    say(f"  in-process after idle gaps: p50 {ms(pct(out.idle, 50))} ms, p99 {ms(pct(out.idle, 99))} ms")
     say(f"  in-process: {n_batch} runs of one {BATCH}-ticket batch")
     for k in range(n_batch):
         batch = TicketBatch(batch_texts(texts, k, BATCH, offset=7), f"batch-{k}", "v1")
@@ -880,9 +896,7 @@ class Paired:
         return len((self.single if size == 1 else self.batch).get("in-process", []))
 
 
-def bench_paired(
-    clf, worker: ThreadPoolExecutor, server: Server, texts: Sequence[str], n_single: int, n_batch: int
-) -> Paired:
+def bench_paired(clf, server: Server, texts: Sequence[str], n_single: int, n_batch: int) -> Paired:
     """Interleaves in-process `answer`, V1 and V2 on the same texts, rotating the order every round.
 
     Every call has the same surroundings: `/metrics` is read just before and just after it (for the server's
@@ -893,7 +907,6 @@ def bench_paired(
 
     Args:
         clf: The loaded in-process `TicketClassifier`.
-        worker: The one-thread pool the in-process calls run on (timed inside it).
         server: The running server.
         texts: Distinct ticket texts.
         n_single: Rounds of one ticket.
@@ -920,7 +933,7 @@ def bench_paired(
                 clf.answer(clf.loaded, TicketBatch(batch, request_id, "v1"))
                 return time.perf_counter() - t0
 
-            return worker.submit(timed_answer).result(timeout=300)
+            return clf.on_model_thread(timed_answer).result(timeout=300)
         protocol = arm.removesuffix("-raw")
         body = (v1_body if protocol == "v1" else v2_body)(batch)
         path = V1_PATH if protocol == "v1" else V2_PATH
@@ -984,7 +997,6 @@ def bench_http(
     stage: Callable,
     results: Results,
     clf,
-    worker: ThreadPoolExecutor,
 ) -> None:
     """Starts the server, measures every cell, stops it with SIGTERM and counts the logged predictions."""
     import requests
@@ -1033,7 +1045,7 @@ def bench_http(
             stage(f"HTTP: {protocol} {tickets} ticket(s) × concurrency {concurrency}", one, server.pids)
 
         def paired() -> None:
-            got = results.paired = bench_paired(clf, worker, server, texts, args.n_pair_single, args.n_pair_batch)
+            got = results.paired = bench_paired(clf, server, texts, args.n_pair_single, args.n_pair_batch)
             http.answered += got.http_tickets
 
         if clf.loaded is not None:
@@ -1264,13 +1276,12 @@ def _fix_notes(results: Results, met: dict[str, bool]) -> list[str]:
         )
         if bare * 1000 >= GOAL_SINGLE_MS:
             text += (
-                f"The encoder alone is over the limit at {TORCH_THREADS} torch threads on this CPU, so no change to "
-                "the request path meets the goal. What would: a cheaper encode per request — the same MiniLM run "
-                "with int8 dynamic quantisation (ONNX Runtime, or `torch.ao.quantization.quantize_dynamic` on its "
-                "`nn.Linear` layers) or a smaller encoder — plus trimming the classifier's per-call overhead "
-                f"(`TicketModel.predict` {1000 * rest['classify']:.1f} ms for one ticket). Any encoder change moves "
-                "the vectors, so the classifier and the similarity collection must be retrained with it and the "
-                "quality re-checked against `bench_training`'s baseline."
+                f"The encoder alone is over the limit at {TORCH_THREADS} threads on this CPU, so no change to the "
+                "rest of the request path meets the goal. Check the Setup row `embedding`: with backend `torch`, "
+                "or when the `onnx` backend fell back to PyTorch (encoder class `SentenceTransformer`; the server "
+                "log says why), one text costs about twice ONNX Runtime's time. Otherwise a smaller encoder, or "
+                "int8 quantisation of this one, would be next; both move the vectors, so the classifier and the "
+                "similarity collection must be retrained and the quality re-checked against `bench_training`."
             )
         else:
             text += (
@@ -1496,6 +1507,14 @@ def render(results: Results) -> str:
             [
                 ["`answer`, one ticket", len(ip.single), f"{ms(ip.p50)} ms", f"{ms(pct(ip.single, 99))} ms", ""],
                 [
+                    f"`answer`, one ticket after {IDLE_GAP_S * 1000:.0f} ms idle (sparse traffic: thread pools "
+                    "asleep, caches cold)",
+                    len(ip.idle),
+                    f"{ms(pct(ip.idle, 50))} ms",
+                    f"{ms(pct(ip.idle, 99))} ms",
+                    "",
+                ],
+                [
                     "bare `encode_texts` of one text (the embedding alone)",
                     len(ip.bare),
                     f"{ms(pct(ip.bare, 50))} ms",
@@ -1696,13 +1715,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.n_single, args.n_batch, args.n_prof_single, args.n_prof_batch = 30, 3, 10, 2
+        args.n_single, args.n_batch, args.n_prof_single, args.n_prof_batch, args.n_idle = 30, 3, 10, 2, 10
         args.n_http_single, args.n_http_batch, args.n_health, args.cell_limit = (40, 80), (6, 16), 50, 30.0
         args.n_pair_single, args.n_pair_batch = 20, 3
         args.stage_wait = 0.0 if args.stage_wait is None else args.stage_wait
         args.max_wait = 0.0 if args.max_wait is None else args.max_wait
     else:
-        args.n_single, args.n_batch, args.n_prof_single, args.n_prof_batch = 200, 7, 50, 3
+        args.n_single, args.n_batch, args.n_prof_single, args.n_prof_batch, args.n_idle = 200, 7, 50, 3, 60
         args.n_http_single, args.n_http_batch, args.n_health, args.cell_limit = (200, 400), (30, 48), 200, 120.0
         args.n_pair_single, args.n_pair_batch = 100, 10
         args.stage_wait = 180.0 if args.stage_wait is None else args.stage_wait
@@ -1791,20 +1810,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     inproc_log = PredictionLog(f"sqlite:///{workdir / 'inprocess-predictions.db'}")
     clf = TicketClassifier(MODEL, TicketflowConfig(home=str(home)), request_log=inproc_log)
 
-    # Like the server: the model loads (and warms up) on the main thread, `answer` runs on a pool thread.
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inprocess-answer")
+    # Like the server: the model loads on the main thread; warm-up and `answer` run on the model's own thread.
 
     def inproc() -> None:
         t0 = time.perf_counter()
         clf.load()
         load_seconds = time.perf_counter() - t0
-        results.inproc = worker.submit(
-            bench_in_process, clf, texts, args.n_single, args.n_batch, args.n_prof_single, args.n_prof_batch
+        results.inproc = clf.on_model_thread(
+            lambda: bench_in_process(
+                clf, texts, args.n_single, args.n_batch, args.n_prof_single, args.n_prof_batch, args.n_idle
+            )
         ).result(timeout=3600)
         results.inproc.load_seconds = load_seconds
 
     stage("in-process", inproc)
     mean_chars = statistics.fmean(len(t) for t in texts)
+    encoder_class = type(clf.loaded.model.encoder(clf.cfg.serving_embedding_backend)).__name__ if clf.loaded else "?"
     results.setup = {
         "model": f"`{MODEL}` version {clf.loaded.version if clf.loaded else '?'}, trained by "
         + (
@@ -1818,15 +1839,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "text or window of 64 consecutive texts (wrapping around the pool), sent as plain strings",
         "in-process": f"this process; `torch.set_num_threads({TORCH_THREADS})`; "
         f"`TicketClassifier(name, cfg, request_log=...).load()` on the main thread, then `answer(loaded, "
-        "TicketBatch(texts, id, 'v1'))` on one pool thread, the layout the server has (it loads on its main "
-        "thread, KServe's predict hands `answer` to a pool): torch's OpenMP runtime (libgomp) spins less once "
-        "more than one thread has used it, and under load from other processes a single calling thread was "
-        "10–40× slower in development runs, so the two layouts must match; "
+        "TicketBatch(texts, id, 'v1'))` on the classifier's model thread (`on_model_thread`), the thread the "
+        "server's predict uses too (it loads on its main thread and runs the warm-up encode and every request on "
+        "that one thread: torch's OpenMP runtime keeps a team of spinning workers per calling thread, and two "
+        "calling threads made one encode 15–17 ms instead of 9 ms), so both sides have the same layout; "
         f"request log: SQLite in the temp work folder; 5 warm-up calls first; {args.n_single} single calls "
         f"alternating with {args.n_single} bare encodes, {args.n_batch} runs of 64",
+        "embedding": f"`{clf.cfg.embedding_model}`, served with backend `{clf.cfg.serving_embedding_backend}` "
+        f"(`TicketflowConfig.serving_embedding_backend`; encoder class `{encoder_class}`): with `onnx`, calls of "
+        "fewer than 8 texts run on ONNX Runtime (the transformer exported in memory at load, vectors checked "
+        "against PyTorch's) and larger ones on PyTorch, which is faster there; the server uses the same",
         "server": "`python -m serving --host 127.0.0.1 --http_port <free> --reload_interval 0` (one uvicorn "
-        f"process; predict runs in a pool of "
-        f"{results.inproc.executor_workers if results.inproc else '?'} threads); `OMP_NUM_THREADS="
+        f"process; predict runs on {results.inproc.executor_workers if results.inproc else '?'} model "
+        "thread(s)); `OMP_NUM_THREADS="
         f"{TORCH_THREADS}`, `MKL_NUM_THREADS={TORCH_THREADS}` (torch intra-op threads {TORCH_THREADS}); request "
         "log on (SQLite in the temp work folder, `TICKETFLOW_PREDICTION_LOG`); champion watcher off; warm-up of 5 "
         "requests per protocol and size; stopped with SIGTERM",
@@ -1840,10 +1865,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
 
     def http() -> None:
-        bench_http(home, workdir, texts, args, stage, results, clf, worker)
+        bench_http(home, workdir, texts, args, stage, results, clf)
 
     stage("HTTP (server start, cells, stop)", http, quiet=False)
-    worker.shutdown(wait=True)
+    clf.stop()
     with contextlib.suppress(Exception):
         inproc_log.close()
     after = code_digests()

@@ -41,24 +41,37 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def load_sentence_model(name: str):
+EMBEDDING_BACKENDS = ("torch", "onnx")
+
+
+def load_sentence_model(name: str, backend: str = "torch"):
     """Loads a sentence-transformers model on the CPU.
 
     Args:
         name: Configured model name (see `resolve_model_path`).
+        backend: `torch`, or `onnx` for the same model run by ONNX Runtime (see `components.onnx_encoder`;
+            PyTorch is kept when the model cannot be reproduced there).
 
     Returns:
-        The loaded `SentenceTransformer`.
+        The loaded `SentenceTransformer`, or its ONNX Runtime equivalent (the same `encode` interface).
 
     Raises:
         OSError: The model cannot be found locally or downloaded.
+        ValueError: Unknown backend.
     """
     from sentence_transformers import SentenceTransformer
 
+    if backend not in EMBEDDING_BACKENDS:
+        raise ValueError(f"unknown embedding backend {backend!r}; expected one of {EMBEDDING_BACKENDS}")
     try:
-        return SentenceTransformer(resolve_model_path(name), device="cpu")
+        model = SentenceTransformer(resolve_model_path(name), device="cpu")
     except OSError as exc:
         raise OSError(f"cannot load embedding model {name!r}: {exc}") from exc
+    if backend == "onnx":
+        from components.onnx_encoder import onnx_encoder
+
+        return onnx_encoder(model)
+    return model
 
 
 def encode_texts(model, texts: Sequence[str], batch_size: int, progress: bool = False) -> np.ndarray:
@@ -141,6 +154,7 @@ class VectorStore:
             Path(uri).mkdir(parents=True, exist_ok=True)
             self.client = chromadb.PersistentClient(path=uri, settings=settings)
         self.batch = max(1, min(self.client.get_max_batch_size(), 4000))
+        self._query_handles: dict[str, object] = {}
 
     def _collection(self, name: str, create: bool = True, space: str = "cosine"):
         if create:
@@ -217,10 +231,13 @@ class VectorStore:
         return self._collection(name, create=False).count() if self.has_collection(name) else 0
 
     def query(self, name: str, vectors: np.ndarray, n_results: int) -> dict[str, list]:
-        """Nearest stored tickets for each vector (cosine distance)."""
-        return self._collection(name, create=False).query(
-            query_embeddings=vectors, n_results=n_results, include=["metadatas", "distances", "documents"]
-        )
+        """Nearest stored tickets for each vector (cosine distance): ids, metadatas and distances."""
+        # A similarity collection is written once under a content digest and never changed, so its handle can
+        # be kept: looking it up again costs a third of a query on the request path.
+        handle = self._query_handles.get(name)
+        if handle is None:
+            handle = self._query_handles[name] = self._collection(name, create=False)
+        return handle.query(query_embeddings=vectors, n_results=n_results, include=["metadatas", "distances"])
 
 
 def embed_with_cache(

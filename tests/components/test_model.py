@@ -292,7 +292,9 @@ def test_predict_without_vectors_encodes_with_the_configured_model(fitted, prior
     texts, vectors, _ = held_out
     encoder = FakeEncoder(dict(zip(texts, vectors, strict=True)))
     loaded = []
-    monkeypatch.setattr("components.model.load_sentence_model", lambda name: loaded.append(name) or encoder)
+    monkeypatch.setattr(
+        "components.model.load_sentence_model", lambda name, backend="torch": loaded.append(name) or encoder
+    )
     model = ticket_model(fitted, priority_classifier)
     encoded = model.predict(texts)
     model.predict(texts[:3])
@@ -305,12 +307,12 @@ def test_predict_without_vectors_encodes_with_the_configured_model(fitted, prior
 def test_pickling_round_trips_without_the_encoder(fitted, priority_classifier, held_out, tmp_path):
     texts, vectors, _ = held_out
     model = ticket_model(fitted, priority_classifier, {"category": 0.6})
-    model._encoder = threading.Lock()  # stands in for loaded weights; a lock cannot be pickled
+    model._encoders["torch"] = threading.Lock()  # stands in for loaded weights; a lock cannot be pickled
     path = tmp_path / "model.joblib"
     joblib.dump(model, path)
-    assert isinstance(model._encoder, type(threading.Lock()))  # the live model keeps its encoder
+    assert isinstance(model._encoders["torch"], type(threading.Lock()))  # the live model keeps its encoder
     loaded = joblib.load(path)
-    assert loaded._encoder is None
+    assert loaded._encoders == {}
     assert loaded.mapping == MAPPING
     assert loaded.review_thresholds == {"category": 0.6}
     assert loaded.embedding_model == BUNDLED_EMBEDDING_MODEL

@@ -561,3 +561,41 @@ def test_review_queue_lists_unlabelled_flagged_tickets_least_confident_first(ser
     assert len(requests.get(server.url + REVIEW_QUEUE, params={"limit": 1}, timeout=30).json()) == 1
     for limit in ("0", "1001", "many"):
         assert requests.get(server.url + REVIEW_QUEUE, params={"limit": limit}, timeout=30).status_code == 422
+
+
+def test_every_torch_call_runs_on_the_one_model_thread(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm-ups (load and reload) and concurrent requests all encode on one thread, never on the caller's.
+
+    torch keeps a team of OpenMP workers per calling thread; a second calling thread nearly doubled one ticket's
+    encode time on this machine, so the predictor funnels every encode through one thread.
+    """
+    import serving.predictor as predictor
+    from components.config import TicketflowConfig
+
+    encoding_threads: list[str] = []
+    real_encode = predictor.encode_texts
+
+    def recording_encode(*args, **kwargs):
+        encoding_threads.append(threading.current_thread().name)
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "encode_texts", recording_encode)
+    classifier = predictor.TicketClassifier(MODEL, TicketflowConfig(home=str(home)))
+
+    async def serve_then_reload() -> tuple[list, dict]:
+        batches = [classifier.preprocess({"instances": [f"printer {i} is jammed"]}) for i in range(4)]
+        answered = await asyncio.gather(*(classifier.predict(batch) for batch in batches))
+        return answered, await classifier.reload(force=True)
+
+    try:
+        classifier.load()
+        encoder = classifier.loaded.model.encoder(classifier.cfg.serving_embedding_backend)
+        assert type(encoder).__name__ == "OnnxSentenceEncoder"  # the default backend, built on the model thread
+        answered, reloaded = asyncio.run(serve_then_reload())
+    finally:
+        classifier.stop()
+    assert reloaded["reloaded"] is True, reloaded
+    assert [len(answers) for _, answers in answered] == [1, 1, 1, 1]
+    assert len(encoding_threads) == 6  # load warm-up, 4 requests, reload warm-up
+    assert set(encoding_threads) == {encoding_threads[0]}
+    assert encoding_threads[0].startswith("ticketflow-model")
