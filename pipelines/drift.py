@@ -5,10 +5,11 @@ on Kubeflow as a recurring run. Every task reads changing data (the prediction l
 caching is off for all of them: a cached drift verdict is the classic stale-recurring-run mistake.
 """
 
-from kfp import compiler, dsl
+from kfp import dsl
 
 from components.kfp_components import assemble_retraining_data, check_for_drift, read_drift_verdict
 from monitoring.drift import DriftThresholds
+from pipelines.compile_yaml import compile_to
 from pipelines.training import training_pipeline
 
 THRESHOLDS = DriftThresholds()
@@ -64,18 +65,5 @@ def drift_pipeline(
     return check.outputs["Output"]
 
 
-def compile_pipeline(path: str = "pipelines/drift.yaml") -> str:
-    """Compiles the drift pipeline to YAML.
-
-    Args:
-        path: Output file.
-
-    Returns:
-        The path written.
-    """
-    compiler.Compiler().compile(drift_pipeline, package_path=path)
-    return path
-
-
 if __name__ == "__main__":
-    print(compile_pipeline())
+    print(compile_to(drift_pipeline, "pipelines/drift.yaml"))

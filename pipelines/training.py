@@ -4,7 +4,7 @@ Compile with `python -m pipelines.training` (or `make compile`): writes `pipelin
 uploads in the Kubeflow dashboard. The same function runs on the embedded default through `kfp.local`.
 """
 
-from kfp import compiler, dsl
+from kfp import dsl
 
 from components.config import TicketflowConfig
 from components.kfp_components import (
@@ -15,6 +15,7 @@ from components.kfp_components import (
     register_classifier,
     train_classifier,
 )
+from pipelines.compile_yaml import compile_to
 
 DEFAULTS = TicketflowConfig()
 PIPELINE_NAME = "ticketflow-training"
@@ -115,18 +116,5 @@ def training_pipeline(
     return register.output
 
 
-def compile_pipeline(path: str = "pipelines/training.yaml") -> str:
-    """Compiles the training pipeline to YAML.
-
-    Args:
-        path: Output file.
-
-    Returns:
-        The path written.
-    """
-    compiler.Compiler().compile(training_pipeline, package_path=path)
-    return path
-
-
 if __name__ == "__main__":
-    print(compile_pipeline())
+    print(compile_to(training_pipeline, "pipelines/training.yaml"))

@@ -14,7 +14,8 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components.config import TicketflowConfig
-from pipelines.training import compile_pipeline
+from pipelines.compile_yaml import compile_to
+from pipelines.training import training_pipeline
 from tests.conftest import ROOT
 
 STEPS = [
@@ -30,7 +31,7 @@ STEPS = [
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pipeline_spec_pb2.PipelineSpec]:
     path = tmp_path_factory.mktemp("compiled") / "training.yaml"
-    compile_pipeline(str(path))
+    compile_to(training_pipeline, str(path))
     documents = list(yaml.safe_load_all(path.read_text()))
     spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
     return path, spec
@@ -101,6 +102,9 @@ def test_committed_yaml_is_the_compiled_pipeline(compiled: tuple[Path, pipeline_
 def test_image_is_configurable_at_compile_time(tmp_path: Path) -> None:
     out = tmp_path / "custom.yaml"
     env = {**os.environ, "TICKETFLOW_IMAGE": "registry.example.com/ticketflow:test"}
-    code = f"from pipelines.training import compile_pipeline; compile_pipeline({str(out)!r})"
+    code = (
+        "from pipelines.compile_yaml import compile_to; from pipelines.training import training_pipeline; "
+        f"compile_to(training_pipeline, {str(out)!r})"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
     assert "image: registry.example.com/ticketflow:test" in out.read_text()

@@ -19,7 +19,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components.config import TicketflowConfig
 from monitoring.request_log import PredictionLog
-from pipelines.drift import compile_pipeline
+from pipelines.compile_yaml import compile_to
+from pipelines.drift import drift_pipeline
 from serving.predictor import TicketBatch, TicketClassifier
 from tests.conftest import ROOT
 
@@ -83,7 +84,7 @@ def test_shifted_traffic_is_detected_and_retrains_behind_the_gate(home: Path, cu
 
 def test_drift_pipeline_compiles_with_caching_off_and_a_retrain_branch(tmp_path: Path) -> None:
     path = tmp_path / "drift.yaml"
-    compile_pipeline(str(path))
+    compile_to(drift_pipeline, str(path))
     spec = json_format.ParseDict(yaml.safe_load(path.read_text()), pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
     for name in ("check-for-drift", "read-drift-verdict"):
