@@ -72,8 +72,9 @@ compile: install ## write pipelines/training.yaml and pipelines/drift.yaml for t
 	@$(PY) -m pipelines.training
 	@$(PY) -m pipelines.drift
 
-manifests: install ## render manifests/base/inference-service.yaml from serving/inference_service.py
+manifests: install ## render the GENERATED manifests: base/inference-service.yaml, monitoring/config-maps.yaml
 	@$(PY) -m serving.inference_service
+	@$(PY) -m monitoring.cluster_manifests
 
 image: ## build the one image (every KFP component + the predictor): make image [IMAGE=…] [CONTAINER=podman]
 	$(CONTAINER) build -t $(IMAGE) --build-arg GIT_COMMIT=$$(git rev-parse HEAD) \
