@@ -3,8 +3,12 @@
 - the committed InferenceService is exactly what the builder renders (never stale, never hand-edited);
 - it validates against KServe's CRD schema from ../shared/schemas, with unknown fields as errors (as the API
   server's strict field validation treats them); built-in kinds pass `kubernetes-validate --strict`;
-- every kustomization's resources and patches exist and parse, and the overlays' patches hit base objects;
+- every kustomization (manifests/base, manifests/monitoring, the overlays) has resources and patches that
+  exist and parse, the overlays' patches hit base objects, and every overlay deploys every base;
 - the builder's model source (storageUri or registry alias), environment and probes;
+- the cluster services: every address a client is given (ticketflow-config, the predictor's defaults, the
+  drift check's Pushgateway, Grafana's data source) reaches a Service, a Deployment and a container port;
+  MLflow accepts those host names; probes, volumes, images, security and Minikube-sized resources;
 - the Dockerfile passes hadolint and agrees with the InferenceService (user, port, command).
 """
 
@@ -18,12 +22,20 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
+from monitoring.cluster_manifests import (
+    GRAFANA_DASHBOARDS_CONFIG_MAP,
+    GRAFANA_DATASOURCES_CONFIG_MAP,
+    GRAFANA_PROVIDERS_CONFIG_MAP,
+    PROMETHEUS_CONFIG_MAP,
+)
+from pipelines.schedule import DriftSchedule
 from serving.inference_service import (
     CONTAINER_NAME,
     HEADER,
@@ -41,8 +53,11 @@ from tests.conftest import SHARED_DATA, shared_file
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 BASE = MANIFESTS / "base"
-OVERLAYS = sorted(p for p in (MANIFESTS / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
-KUSTOMIZATIONS = [BASE, *OVERLAYS]
+MONITORING = MANIFESTS / "monitoring"
+MINIKUBE = MANIFESTS / "overlays" / "minikube"
+KUSTOMIZATIONS = sorted(path.parent for path in MANIFESTS.rglob("kustomization.yaml"))
+OVERLAYS = [folder for folder in KUSTOMIZATIONS if folder.parent.name == "overlays"]
+BASES = [folder for folder in KUSTOMIZATIONS if folder not in OVERLAYS]  # what overlays build on
 CRD = SHARED_DATA.parent / "schemas" / "serving.kserve.io_inferenceservices.yaml"
 KUBERNETES_VERSION = "1.30.0"  # a version kubernetes-validate ships schemas for
 STORAGE_URI = "s3://ticketflow-models/ticket-classifier/7/artifacts/model"
@@ -182,19 +197,81 @@ def apply_json_patch(obj: dict, ops: list[dict]) -> dict:
     return doc
 
 
+def retag_images(obj: dict, images: list[dict]) -> dict:
+    """Kustomize's `images:` on a copy of `obj`: the `image` of every item of a `containers` or `initContainers`
+    list, at any depth (so an InferenceService's predictor too), whose name matches an entry."""
+
+    def retag(image: str) -> str:
+        name, at, digest = image.partition("@")
+        if not at:
+            head, colon, tag = image.rpartition(":")
+            name, suffix = (head, f":{tag}") if colon and "/" not in tag else (image, "")
+        else:
+            suffix = f"@{digest}"
+        entry = next((entry for entry in images if entry["name"] == name), None)
+        if entry is None:
+            return image
+        if "digest" in entry:
+            suffix = f"@{entry['digest']}"
+        elif "newTag" in entry:
+            suffix = f":{entry['newTag']}"
+        return entry.get("newName", name) + suffix
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("containers", "initContainers") and isinstance(value, list):
+                    for item in value:
+                        if isinstance(item, dict) and "image" in item:
+                            item["image"] = retag(item["image"])
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    out = copy.deepcopy(obj)
+    walk(out)
+    return out
+
+
 def patched_objects(folder: Path) -> list[dict]:
-    """An overlay's objects: its base's objects with the overlay's JSON 6902 patches applied."""
+    """An overlay's objects: its bases' objects with the overlay's JSON 6902 patches and `images:` applied."""
     objects = base_objects(folder)
-    for patch in kustomization(folder).get("patches", []):
+    spec = kustomization(folder)
+    for patch in spec.get("patches", []):
         ops = load_docs(folder / patch["path"])[0]
         hits = [i for i, obj in enumerate(objects) if matches_target(obj, patch["target"])]
         assert len(hits) == 1, f"{folder.name}: patch {patch['path']} targets {len(hits)} objects, not 1"
         objects[hits[0]] = apply_json_patch(objects[hits[0]], ops)
-    return objects
+    return [retag_images(obj, spec.get("images", [])) for obj in objects]
+
+
+def deployed_objects(folder: Path) -> list[dict]:
+    """What `kubectl apply -k folder` creates, as the helpers above model it (namespaces aside)."""
+    objects = patched_objects(folder) if folder in OVERLAYS else base_objects(folder)
+    return objects + generated_config_maps(folder)
 
 
 def container(isvc: dict) -> dict:
     return isvc["spec"]["predictor"]["containers"][0]
+
+
+def obj_named(objects: list[dict], kind: str, name: str) -> dict:
+    (obj,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return obj
+
+
+def pod_spec(workload: dict) -> dict:
+    """The pod spec of a Deployment, or an InferenceService's predictor (which is one)."""
+    return (
+        workload["spec"]["predictor"]
+        if workload["kind"] == "InferenceService"
+        else workload["spec"]["template"]["spec"]
+    )
+
+
+def containers_of(workload: dict) -> list[dict]:
+    return pod_spec(workload)["containers"]
 
 
 def env_of(isvc: dict) -> dict[str, dict]:
@@ -326,8 +403,7 @@ def test_metadata_is_checked_separately(change, fragment):
 def builtin_objects() -> list[pytest.param]:
     params = []
     for folder in KUSTOMIZATIONS:
-        objects = patched_objects(folder) if folder in OVERLAYS else base_objects(folder)
-        for obj in [*objects, *generated_config_maps(folder)]:
+        for obj in deployed_objects(folder):
             if obj["apiVersion"].startswith("serving.kserve.io/"):
                 continue
             params.append(pytest.param(obj, id=f"{folder.name}-{obj['kind']}-{obj['metadata']['name']}"))
@@ -355,8 +431,10 @@ def test_base_objects_are_the_expected_ones():
         ("PersistentVolumeClaim", settings.prediction_log_pvc),
         ("InferenceService", settings.name),
         ("ConfigMap", "ticketflow-config"),
+        *[("PersistentVolumeClaim", f"{server}-data") for server in ("mlflow", "chroma")],
+        *[(kind, server) for server in ("mlflow", "chroma") for kind in ("Deployment", "Service")],
     }
-    pvc = next(o for o in base_objects(BASE) if o["kind"] == "PersistentVolumeClaim")
+    pvc = next(o for o in base_objects(BASE) if o["metadata"]["name"] == settings.prediction_log_pvc)
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
 
@@ -395,11 +473,27 @@ def test_kustomization_entries_exist_and_parse(folder: Path):
         assert isinstance(load_docs(folder / patch["path"])[0], list | dict), f"{patch['path']} does not parse"
 
 
-def test_base_sets_the_namespace_of_everything():
+@pytest.mark.parametrize("folder", BASES, ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_bases_set_the_namespace_of_everything(folder: Path):
     settings = ServingDeployment()
-    assert kustomization(BASE)["namespace"] == settings.namespace
-    namespaces = [o for o in base_objects(BASE) if o["kind"] == "Namespace"]
-    assert [o["metadata"]["name"] for o in namespaces] == [settings.namespace]
+    assert kustomization(folder)["namespace"] == settings.namespace
+    for obj in base_objects(folder):
+        assert obj["metadata"].get("namespace") in (None, settings.namespace), f"{obj['kind']} {obj['metadata']}"
+
+
+def test_only_manifests_base_creates_the_namespace():
+    namespaces = {
+        folder.name: [o["metadata"]["name"] for o in base_objects(folder) if o["kind"] == "Namespace"]
+        for folder in BASES
+    }
+    assert namespaces == {folder.name: [ServingDeployment().namespace] if folder == BASE else [] for folder in BASES}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
+def test_every_overlay_deploys_every_base(overlay: Path):
+    """`kubectl apply -k manifests/overlays/<env>` alone brings up everything: predictor, servers, monitoring."""
+    included = {(overlay / entry).resolve() for entry in kustomization(overlay)["resources"]}
+    assert included == {folder.resolve() for folder in BASES}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
@@ -415,11 +509,35 @@ def test_overlay_is_patches_only_and_its_patches_hit_base_objects(overlay: Path)
 
 
 def test_minikube_overlay_uses_the_local_image_and_one_small_replica():
-    isvc = next(o for o in patched_objects(MANIFESTS / "overlays" / "minikube") if o["kind"] == "InferenceService")
+    objects = patched_objects(MINIKUBE)
+    isvc = next(o for o in objects if o["kind"] == "InferenceService")
     assert container(isvc)["image"] == "ticketflow:dev"
+    for name in ("mlflow", "chroma"):  # the servers run the same image: the clients' exact versions
+        assert containers_of(obj_named(objects, "Deployment", name))[0]["image"] == "ticketflow:dev"
     assert container(isvc)["imagePullPolicy"] in ("IfNotPresent", "Never")
     assert isvc["spec"]["predictor"]["maxReplicas"] == 1
     assert container(isvc)["resources"]["limits"]["memory"] == "3Gi"
+
+
+def test_retag_images_follows_kustomize():
+    images = [{"name": "ghcr.io/ticketflow/ticketflow", "newName": "ticketflow", "newTag": "dev"}]
+    pod = {
+        "initContainers": [{"name": "a", "image": "ghcr.io/ticketflow/ticketflow:0.1.0"}],
+        "containers": [
+            {"name": "b", "image": "ghcr.io/ticketflow/ticketflow@sha256:abc"},
+            {"name": "c", "image": "ghcr.io/ticketflow/ticketflow-other:1"},
+            {"name": "d", "image": "registry:5000/ghcr.io/ticketflow/ticketflow"},
+        ],
+    }
+    obj = {"kind": "X", "spec": {"deep": [{"template": pod}]}}
+    out = retag_images(obj, images)["spec"]["deep"][0]["template"]
+    assert [c["image"] for c in out["initContainers"] + out["containers"]] == [
+        "ticketflow:dev",
+        "ticketflow:dev",
+        "ghcr.io/ticketflow/ticketflow-other:1",
+        "registry:5000/ghcr.io/ticketflow/ticketflow",
+    ]
+    assert obj["spec"]["deep"][0]["template"]["initContainers"][0]["image"].endswith(":0.1.0")  # a copy
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl absent: the real kustomize build is skipped")
@@ -430,7 +548,7 @@ def test_kubectl_kustomize_builds_what_the_checks_above_assume(folder: Path, isv
     )
     assert built.returncode == 0, built.stderr
     objects = [doc for doc in yaml.safe_load_all(built.stdout) if doc]
-    expected = (patched_objects(folder) if folder in OVERLAYS else base_objects(folder)) + generated_config_maps(folder)
+    expected = deployed_objects(folder)
     for obj in expected:
         if obj["kind"] != "Namespace":  # kustomize sets the namespace of namespaced objects
             obj["metadata"]["namespace"] = ServingDeployment().namespace
@@ -571,3 +689,332 @@ def test_dockerfile_agrees_with_the_inference_service():
     assert "ENTRYPOINT" not in text  # KFP's command and the InferenceService's command replace the CMD whole
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".git", ".venv", ".ticketflow", ".pytest_cache", ".ruff_cache"} <= set(ignored)
+
+
+# --- (g) the cluster services: MLflow, ChromaDB, Prometheus, Pushgateway, Grafana -----------------------------
+
+NAMESPACE = ServingDeployment().namespace
+
+
+def service_behind(address: str, objects: list[dict]) -> tuple[dict, dict, dict]:
+    """The Service, Deployment and container that a pod of the namespace reaches at `address`.
+
+    `address` is `host:port` or `scheme://host:port[/path]`, the host a Service's DNS name: `name`,
+    `name.namespace`, `name.namespace.svc` or `name.namespace.svc.cluster.local`.
+    """
+    parts = urlsplit(address if "//" in address else f"//{address}")
+    assert parts.hostname and parts.port, f"{address}: no host and port"
+    name, *domain = parts.hostname.split(".")
+    assert domain[:1] in ([], [NAMESPACE]), f"{address}: not in namespace {NAMESPACE}"
+    assert domain[1:] in ([], ["svc"], ["svc", "cluster", "local"]), f"{address}: not a Service's DNS name"
+    service = obj_named(objects, "Service", name)
+    ports = [port for port in service["spec"]["ports"] if port["port"] == parts.port]
+    assert len(ports) == 1, f"{address}: Service {name} has no port {parts.port}"
+    service_port = ports[0]
+    selector = service["spec"]["selector"]
+    workloads = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()
+    ]
+    assert len(workloads) == 1, f"{address}: Service {name} selects {len(workloads)} Deployments"
+    (deployment,) = workloads
+    target = service_port.get("targetPort", service_port["port"])
+    matches = [
+        c
+        for c in containers_of(deployment)
+        for port in c.get("ports", [])
+        if target in (port["containerPort"], port.get("name"))
+    ]
+    assert len(matches) == 1, f"{address}: targetPort {target!r} is no container port of Deployment {name}"
+    return service, deployment, matches[0]
+
+
+def container_port(container_spec: dict, port: int | str) -> int:
+    """A probe's or Service's port (number or name) as the container's port number."""
+    for declared in container_spec.get("ports", []):
+        if port in (declared["containerPort"], declared.get("name")):
+            return declared["containerPort"]
+    raise AssertionError(f"{container_spec['name']}: no port {port!r}")
+
+
+def arg_value(args: list[str], flag: str) -> str:
+    """The value of `--flag value` or `--flag=value` in a container's args."""
+    for i, arg in enumerate(args):
+        if arg == flag:
+            return args[i + 1]
+        if arg.startswith(f"{flag}="):
+            return arg.split("=", 1)[1]
+    raise AssertionError(f"{flag} not in {args}")
+
+
+def config_map_data(objects: list[dict], name: str) -> dict[str, str]:
+    return obj_named(objects, "ConfigMap", name)["data"]
+
+
+@pytest.fixture(scope="module")
+def minikube() -> list[dict]:
+    return deployed_objects(MINIKUBE)
+
+
+def test_every_service_resolves_to_one_deployment(minikube):
+    services = [o for o in minikube if o["kind"] == "Service"]
+    assert {s["metadata"]["name"] for s in services} == {"mlflow", "chroma", "prometheus", "pushgateway", "grafana"}
+    for service in services:
+        for port in service["spec"]["ports"]:
+            service_behind(f"{service['metadata']['name']}:{port['port']}", minikube)
+
+
+@pytest.mark.parametrize(("key", "server"), [("MLFLOW_TRACKING_URI", "mlflow"), ("TICKETFLOW_VECTOR_STORE", "chroma")])
+def test_addresses_given_to_clients_reach_their_servers(key, server, minikube):
+    settings = ServingDeployment()
+    isvc = obj_named(minikube, "InferenceService", settings.name)
+    defaults = {
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "TICKETFLOW_VECTOR_STORE": settings.vector_store_uri,
+    }
+    addresses = {
+        "ticketflow-config (pipeline pods)": config_map_data(minikube, "ticketflow-config")[key],
+        "ServingDeployment default": defaults[key],
+        "the predictor's env": env_of(isvc)[key]["value"],
+    }
+    for where, address in addresses.items():
+        _, deployment, _ = service_behind(address, minikube)
+        assert deployment["metadata"]["name"] == server, where
+
+
+def test_drift_check_pushes_where_prometheus_scrapes(minikube):
+    pushed_to = DriftSchedule().params["pushgateway"]
+    _, deployment, _ = service_behind(pushed_to, minikube)
+    assert deployment["metadata"]["name"] == "pushgateway"
+    config = yaml.safe_load(config_map_data(minikube, PROMETHEUS_CONFIG_MAP)["prometheus.yml"])
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "pushgateway"]
+    assert job["honor_labels"] is True  # keeps the job/instance labels the drift check pushed
+    assert [target for group in job["static_configs"] for target in group["targets"]] == [pushed_to]
+
+
+def test_grafana_data_source_is_the_prometheus_service(minikube):
+    datasources = config_map_data(minikube, GRAFANA_DATASOURCES_CONFIG_MAP)
+    [source] = [s for text in datasources.values() for s in yaml.safe_load(text)["datasources"]]
+    assert source["type"] == "prometheus"
+    _, deployment, _ = service_behind(source["url"], minikube)
+    assert deployment["metadata"]["name"] == "prometheus"
+
+
+def test_config_maps_are_mounted_where_their_readers_look(minikube):
+    prometheus = containers_of(obj_named(minikube, "Deployment", "prometheus"))[0]
+    mounts = {m["name"]: m["mountPath"] for m in prometheus["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(obj_named(minikube, "Deployment", "prometheus"))["volumes"]}
+    config_file = Path(arg_value(prometheus["args"], "--config.file"))
+    [config_volume] = [n for n, v in volumes.items() if v.get("configMap", {}).get("name") == PROMETHEUS_CONFIG_MAP]
+    assert Path(mounts[config_volume]) == config_file.parent
+    data = config_map_data(minikube, PROMETHEUS_CONFIG_MAP)
+    assert config_file.name in data
+    for rule_file in yaml.safe_load(data[config_file.name])["rule_files"]:
+        assert rule_file in data, f"{rule_file}: not in {PROMETHEUS_CONFIG_MAP}, so not beside the config"
+    assert Path(arg_value(prometheus["args"], "--storage.tsdb.path")) == Path(mounts["data"])
+
+    grafana = obj_named(minikube, "Deployment", "grafana")
+    by_config_map = {v["configMap"]["name"]: v["name"] for v in pod_spec(grafana)["volumes"] if "configMap" in v}
+    mounts = {m["name"]: m["mountPath"] for m in containers_of(grafana)[0]["volumeMounts"]}
+    assert mounts[by_config_map[GRAFANA_DATASOURCES_CONFIG_MAP]] == "/etc/grafana/provisioning/datasources"
+    assert mounts[by_config_map[GRAFANA_PROVIDERS_CONFIG_MAP]] == "/etc/grafana/provisioning/dashboards"
+    providers = config_map_data(minikube, GRAFANA_PROVIDERS_CONFIG_MAP)
+    [provider] = [p for text in providers.values() for p in yaml.safe_load(text)["providers"]]
+    assert mounts[by_config_map[GRAFANA_DASHBOARDS_CONFIG_MAP]] == provider["options"]["path"]
+    assert mounts["storage"] == "/var/lib/grafana"
+
+
+@pytest.mark.parametrize(("name", "port"), [("mlflow", 5000), ("chroma", 8000)])
+def test_our_servers_listen_where_their_service_sends_traffic(name, port, minikube):
+    service, deployment, server = service_behind(f"{name}:{port}", minikube)
+    assert arg_value(server["args"], "--host") == "0.0.0.0"  # not the loopback default
+    assert int(arg_value(server["args"], "--port")) == container_port(server, service["spec"]["ports"][0]["targetPort"])
+    assert deployment["spec"]["replicas"] == 1
+
+
+def test_mlflow_keeps_its_store_on_the_volume(minikube):
+    mlflow = obj_named(minikube, "Deployment", "mlflow")
+    server = containers_of(mlflow)[0]
+    [mount] = server["volumeMounts"]
+    for flag in ("--backend-store-uri", "--artifacts-destination"):
+        location = arg_value(server["args"], flag).removeprefix("sqlite:///")
+        assert Path(location).is_relative_to(mount["mountPath"]), flag
+    assert "--serve-artifacts" in server["args"]  # clients reach artifacts through the server, not the volume
+
+
+@pytest.fixture(scope="module")
+def mlflow_allowed_hosts(minikube) -> list[str]:
+    server = containers_of(obj_named(minikube, "Deployment", "mlflow"))[0]
+    return [host.strip() for host in arg_value(server["args"], "--allowed-hosts").split(",")]
+
+
+def test_mlflow_allows_the_host_names_its_clients_use(mlflow_allowed_hosts, minikube):
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    settings = ServingDeployment()
+    client_hosts = {
+        urlsplit(settings.mlflow_tracking_uri).netloc,
+        urlsplit(config_map_data(minikube, "ticketflow-config")["MLFLOW_TRACKING_URI"]).netloc,
+        "mlflow:5000",
+        "mlflow.ticketflow:5000",
+        "mlflow.ticketflow.svc:5000",
+        "localhost:5000",  # kubectl port-forward svc/mlflow 5000:5000
+        "127.0.0.1:5000",
+        "localhost:15000",  # a port-forward to another local port
+    }
+    assert "mlflow.ticketflow.svc.cluster.local:5000" in client_hosts
+    refused = {host for host in client_hosts if not is_allowed_host_header(mlflow_allowed_hosts, host)}
+    assert refused == set()
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example:5000", "mlflow.ticketflow.svc.cluster.local.evil.example:5000", "mlflowx:5000", ""]
+)
+def test_mlflow_still_refuses_other_host_names(host, mlflow_allowed_hosts):
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    assert not is_allowed_host_header(mlflow_allowed_hosts, host)
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("mlflow", "/health"),  # exempt from MLflow's host check, so the kubelet's pod-IP Host header passes
+        ("chroma", "/api/v2/heartbeat"),
+        ("prometheus", "/-/ready"),
+        ("pushgateway", "/-/ready"),
+        ("grafana", "/api/health"),
+    ],
+)
+def test_probes_hit_the_health_endpoint_on_the_served_port(name, path, minikube):
+    server = containers_of(obj_named(minikube, "Deployment", name))[0]
+    assert server["readinessProbe"]["httpGet"]["path"] == path
+    assert "livenessProbe" in server
+    served = {container_port(server, p["containerPort"]) for p in server["ports"]}
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if kind in server:
+            assert container_port(server, server[kind]["httpGet"]["port"]) in served, kind
+
+
+def test_images_are_ours_or_pinned_official_ones():
+    settings = ServingDeployment()
+    for folder in KUSTOMIZATIONS:
+        for obj in deployed_objects(folder):
+            if obj["kind"] not in ("Deployment", "InferenceService"):
+                continue
+            for spec in containers_of(obj):
+                name, _, tag = spec["image"].rpartition(":")
+                assert name and tag and tag != "latest" and "/" not in tag, (
+                    f"{obj['metadata']['name']}: {spec['image']}"
+                )
+                if obj["metadata"]["name"] in ("mlflow", "chroma", settings.name) and folder in BASES:
+                    assert spec["image"] == settings.image  # one image: what `images:` in an overlay replaces
+                elif folder in BASES:
+                    assert name in ("prom/prometheus", "prom/pushgateway", "grafana/grafana"), spec["image"]
+
+
+def _quantity(value: str) -> float:
+    """A Kubernetes CPU or memory quantity as a number (cores, bytes)."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
+    for unit, factor in sorted(units.items(), key=lambda item: -len(item[0])):
+        if str(value).endswith(unit):
+            return float(str(value)[: -len(unit)]) * factor
+    return float(value)
+
+
+def test_quantity():
+    assert _quantity("250m") == 0.25
+    assert _quantity("1") == 1.0
+    assert _quantity("512Mi") == 512 * 2**20
+    assert _quantity("1Gi") == 2**30
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_pods_run_as_non_root_without_privileges_and_with_limits(folder: Path):
+    for obj in deployed_objects(folder):
+        if obj["kind"] not in ("Deployment", "InferenceService"):
+            continue
+        where = f"{folder.name}/{obj['metadata']['name']}"
+        pod = pod_spec(obj)
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["securityContext"]["runAsUser"] > 0, where  # numeric: runAsNonRoot cannot check a name
+        for spec in pod["containers"]:
+            assert spec["securityContext"]["allowPrivilegeEscalation"] is False, where
+            assert spec["securityContext"]["capabilities"]["drop"] == ["ALL"], where
+            resources = spec["resources"]
+            for resource in ("cpu", "memory"):
+                assert _quantity(resources["requests"][resource]) <= _quantity(resources["limits"][resource]), where
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] != "prometheus":
+            assert pod.get("automountServiceAccountToken") is False, f"{where}: needs no Kubernetes API token"
+
+
+def test_minikube_requests_fit_beside_kserve_and_kubeflow(minikube):
+    """Minikube's default VM has 2 CPUs and about 4 GB, shared with KServe and Kubeflow Pipelines."""
+    requests = [
+        spec["resources"]["requests"]
+        for obj in minikube
+        if obj["kind"] in ("Deployment", "InferenceService")
+        for spec in containers_of(obj)
+    ]
+    assert sum(_quantity(r["cpu"]) for r in requests) <= 0.75
+    assert sum(_quantity(r["memory"]) for r in requests) <= 2.5 * 2**30
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_what_pods_refer_to_exists(folder: Path):
+    objects = deployed_objects(folder)
+    if folder == MONITORING:  # applied beside manifests/base, which it does not include
+        objects = objects + deployed_objects(BASE)
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "InferenceService"):
+            continue
+        pod = pod_spec(obj)
+        if "serviceAccountName" in pod:
+            assert ("ServiceAccount", pod["serviceAccountName"]) in names
+        volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+        for spec in pod["containers"]:
+            for mount in spec.get("volumeMounts", []):
+                assert mount["name"] in volumes, f"{obj['metadata']['name']}: mounts unknown volume {mount['name']}"
+            for var in spec.get("env", []):
+                secret = var.get("valueFrom", {}).get("secretKeyRef")
+                assert secret is None or secret["optional"] is True, "Secrets are created by hand: keep them optional"
+        for volume in volumes.values():
+            if "persistentVolumeClaim" in volume:
+                assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in names
+            if "configMap" in volume:
+                assert ("ConfigMap", volume["configMap"]["name"]) in names
+
+
+def test_prometheus_may_discover_the_predictor_pods(minikube):
+    prometheus = obj_named(minikube, "Deployment", "prometheus")
+    account = pod_spec(prometheus)["serviceAccountName"]
+    [binding] = [
+        o
+        for o in minikube
+        if o["kind"] == "RoleBinding"
+        and {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE} in o["subjects"]
+    ]
+    role = obj_named(minikube, binding["roleRef"]["kind"], binding["roleRef"]["name"])
+    assert any("pods" in rule["resources"] and {"list", "watch"} <= set(rule["verbs"]) for rule in role["rules"])
+    config = yaml.safe_load(config_map_data(minikube, PROMETHEUS_CONFIG_MAP)["prometheus.yml"])
+    for job in config["scrape_configs"]:
+        for discovery in job.get("kubernetes_sd_configs", []):
+            assert discovery["role"] == "pod"  # what the Role grants
+            assert discovery["namespaces"]["names"] == [NAMESPACE]  # a Role reaches its own namespace only
+
+
+def test_stateful_servers_never_run_two_pods_on_one_volume(minikube):
+    claims = {o["metadata"]["name"]: o for o in minikube if o["kind"] == "PersistentVolumeClaim"}
+    for obj in minikube:
+        if obj["kind"] != "Deployment":
+            continue
+        claimed = [
+            v["persistentVolumeClaim"]["claimName"]
+            for v in pod_spec(obj).get("volumes", [])
+            if "persistentVolumeClaim" in v
+        ]
+        if any(claims[claim]["spec"]["accessModes"] == ["ReadWriteOnce"] for claim in claimed):
+            assert obj["spec"]["replicas"] == 1, obj["metadata"]["name"]
+            assert obj["spec"]["strategy"]["type"] == "Recreate", obj["metadata"]["name"]
