@@ -51,10 +51,15 @@ COPY serving/ /app/serving/
 COPY monitoring/ /app/monitoring/
 COPY data/ /app/data/
 
+# The services of manifests/base as defaults: Kubeflow runs pipeline pods in its own namespace, out of reach
+# of the ticketflow-config ConfigMap, so the image carries the addresses (pipeline parameters and pod env
+# override them; the InferenceService sets its own).
 ARG GIT_COMMIT=unknown
 ENV PYTHONPATH=/app \
     TICKETFLOW_HOME=/var/lib/ticketflow \
-    TICKETFLOW_GIT_COMMIT=${GIT_COMMIT}
+    TICKETFLOW_GIT_COMMIT=${GIT_COMMIT} \
+    MLFLOW_TRACKING_URI=http://mlflow.ticketflow.svc.cluster.local:5000 \
+    TICKETFLOW_VECTOR_STORE=http://chroma.ticketflow.svc.cluster.local:8000
 
 USER 10001:10001
 EXPOSE 8080

@@ -773,8 +773,10 @@ def test_addresses_given_to_clients_reach_their_servers(key, server, minikube):
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "TICKETFLOW_VECTOR_STORE": settings.vector_store_uri,
     }
+    image_env = dict(re.findall(r"^\s*([A-Z_]+)=(\S+?)\s*\\?$", (ROOT / "Dockerfile").read_text(), re.MULTILINE))
     addresses = {
-        "ticketflow-config (pipeline pods)": config_map_data(minikube, "ticketflow-config")[key],
+        "ticketflow-config (pods in the namespace)": config_map_data(minikube, "ticketflow-config")[key],
+        "the image's default (pipeline pods in Kubeflow's namespace)": image_env[key],
         "ServingDeployment default": defaults[key],
         "the predictor's env": env_of(isvc)[key]["value"],
     }
