@@ -5,8 +5,8 @@
 Real IT-service tickets (../shared/data), the bundled embedding model, a ChromaDB store and Evidently. The
 vectors are stored first (one cold encode, reported but not part of the goal); then the check runs with
 vectors stored, as a scheduled check does: reuse the stored vectors (embedding share) and run the drift
-statistics with Evidently (the rest). Medians of several runs. Writes its section of BENCHMARKS.md between
-`<!-- drift:start -->` and `<!-- drift:end -->`.
+statistics with Evidently (the rest). Medians of several runs. Writes its section of BENCHMARKS.md (or `--out`)
+between `<!-- drift:start -->` and `<!-- drift:end -->`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -24,27 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT, say, write_section
+
 DATA = ROOT.parent / "shared" / "data" / "it_service_tickets" / "tickets.csv"
 GOAL_SECONDS = 60.0
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    current = path.read_text() if path.exists() else "# ticketflow benchmarks\n"
-    block = f"<!-- drift:start -->\n{text.strip()}\n<!-- drift:end -->"
-    pattern = re.compile(r"<!-- drift:start -->.*?<!-- drift:end -->", re.DOTALL)
-    updated = pattern.sub(lambda _: block, current) if pattern.search(current) else f"{current.rstrip()}\n\n{block}\n"
-    path.write_text(updated)
+SECTION_NAME = "drift"  # its section of BENCHMARKS.md: <!-- drift:start --> … <!-- drift:end -->
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="drift-check benchmark")
     parser.add_argument("--quick", action="store_true", help="2k × 2k, 2 repeats (development)")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="report whose section to write")
     args = parser.parse_args()
     import torch
 
@@ -109,8 +98,10 @@ threads 2. {size:,} reference × {size:,} current IT-service tickets, vectors al
 | reading stored vectors (embedding) | {embed:.1f} s | {100 * embed / total:.0f} % | — | — |
 | drift statistics (Evidently, bootstraps, per-queue tests) | {check:.1f} s | {100 * check / total:.0f} % | — | — |
 """
-    write_section(text)
-    say(f"wrote the drift section of BENCHMARKS.md: {total:.1f} s (vectors {embed:.1f} s, statistics {check:.1f} s)")
+    if not write_section(args.out, SECTION_NAME, text):
+        say(f"error: {args.out} has the drift markers more than once or out of order; the section:\n{text}")
+        return 1
+    say(f"wrote the drift section of {args.out}: {total:.1f} s (vectors {embed:.1f} s, statistics {check:.1f} s)")
     return 0
 
 

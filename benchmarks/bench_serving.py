@@ -32,12 +32,10 @@ import argparse
 import contextlib
 import csv
 import datetime as dt
-import hashlib
 import http.client
 import itertools
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -45,7 +43,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -56,14 +53,28 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import common
+from benchmarks.common import (
+    ROOT,
+    Load,
+    changed_files,
+    enter_repo,
+    markdown_table,
+    measure,
+    other_cores,
+    say,
+    section_block,
+    work_folder,
+    write_section,
+)
+
 DEFAULT_TEXTS = ROOT / "data" / "sample_tickets.csv"
 MODEL = "ticket-classifier"
 V1_PATH = f"/v1/models/{MODEL}:predict"
 V2_PATH = f"/v2/models/{MODEL}/infer"
 HEALTH_PATH = "/v2/health/live"
-MARK_START = "<!-- serving:start -->"
-MARK_END = "<!-- serving:end -->"
+SECTION_NAME = "serving"  # its section of BENCHMARKS.md: <!-- serving:start --> … <!-- serving:end -->
+CODE_FOLDERS = ("serving", "components", "monitoring")
 TORCH_THREADS = 2
 BATCH = 64
 CONCURRENCIES = (1, 8)
@@ -89,76 +100,6 @@ FOREIGN_ENV = (
 KSERVE_STAGES = ("preprocess", "predict", "postprocess")
 NAN = float("nan")
 IDLE_GAP_S = 0.2  # idle time before each call of the "after an idle gap" row
-
-_STARTED = time.perf_counter()
-
-
-def say(message: str) -> None:
-    print(f"[{time.perf_counter() - _STARTED:7.1f}s] {message}", flush=True)
-
-
-# --------------------------------------------------------------------------------------------- machine load
-
-
-def _busy_cpu_seconds() -> float | None:
-    """CPU seconds all cores spent busy since boot (None where /proc/stat is absent)."""
-    try:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (values + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _pid_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a live process (user + system), 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Load:
-    """Wall time of a span, the cores this benchmark (and its server) used and the cores others kept busy."""
-
-    seconds: float = 0.0
-    own_cores: float = 0.0
-    other_cores: float | None = None
-
-
-@contextlib.contextmanager
-def measure(extra_pids: Callable[[], Sequence[int]] = tuple) -> Iterator[Load]:
-    """Times a block and splits the machine's busy CPU time between this benchmark and other processes.
-
-    Args:
-        extra_pids: Live child processes (the server) whose CPU counts as the benchmark's own.
-
-    Yields:
-        The `Load`, filled in when the block ends.
-    """
-
-    def own() -> float:
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system + sum(map(_pid_cpu_seconds, extra_pids()))
-
-    load = Load()
-    busy0, own0, t0 = _busy_cpu_seconds(), own(), time.perf_counter()
-    try:
-        yield load
-    finally:
-        load.seconds = time.perf_counter() - t0
-        spent = own() - own0
-        load.own_cores = spent / max(load.seconds, 1e-9)
-        busy1 = _busy_cpu_seconds()
-        if busy0 is not None and busy1 is not None:
-            load.other_cores = max(0.0, (busy1 - busy0 - spent) / max(load.seconds, 1e-9))
-
-
-def _cores(load: Load) -> str:
-    return "n/a" if load.other_cores is None else f"{load.other_cores:.2f}"
 
 
 def other_benchmarks() -> list[str]:
@@ -209,49 +150,12 @@ def wait_for_quiet(
 
 def code_digests() -> dict[str, str]:
     """sha256 per file of the code the server runs, to notice edits made while the benchmark runs."""
-    paths = sorted([*ROOT.glob("serving/*.py"), *ROOT.glob("components/*.py"), *ROOT.glob("monitoring/*.py")])
-    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()[:12] for p in paths}
+    return common.code_digests(CODE_FOLDERS)
 
 
 def machine_facts() -> dict[str, object]:
-    import torch
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
-
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    dirty = git("status", "--porcelain")
-    return {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model or platform.processor() or "unknown",
-        "cores (os.cpu_count)": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "kserve": _version("kserve"),
-        "uvicorn": _version("uvicorn"),
-        "requests": _version("requests"),
-        "sentence-transformers": _version("sentence-transformers"),
-        "chromadb": _version("chromadb"),
-        "git commit": git("rev-parse", "HEAD") + (" (work tree has uncommitted changes)" if dirty else ""),
-        "load average at start (1/5/15 min)": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
-    }
-
-
-def _version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
+    """The facts table of the section."""
+    return common.machine_facts(("torch", "kserve", "uvicorn", "requests", "sentence-transformers", "chromadb"))
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -768,7 +672,7 @@ def bench_cell(
         f"  {cell.name}: {cell.ok}/{n} ok, p50 {ms(pct(latencies, 50))} ms, p99 {ms(pct(latencies, 99))} ms, "
         f"{cell.rps:.1f} req/s, {cell.tps:.1f} tickets/s, {cell.errors} errors"
         + (" (time limit)" if limited else "")
-        + f"; other processes {_cores(load)} cores"
+        + f"; other processes {other_cores(load)} cores"
     )
     return cell
 
@@ -1212,12 +1116,6 @@ def goals(results: Results) -> list[Goal]:
 # --------------------------------------------------------------------------------------------- report
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
-
-
 def _median_stage(runs: Sequence[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs) if runs else float("nan")
 
@@ -1237,7 +1135,7 @@ def _breakdown(ip: InProcess) -> list[str]:
             ]
         )
     rows.append(["bare encode of one text (not instrumented, for comparison)", f"{ms(pct(ip.bare, 50))}", "", "", ""])
-    return _table(
+    return markdown_table(
         ["stage (exclusive time)", "1 ticket, ms", "share", f"{BATCH} tickets, ms", "share"],
         rows,
     )
@@ -1384,9 +1282,9 @@ def _fix_notes(results: Results, met: dict[str, bool]) -> list[str]:
         text = (
             f"**Goal 2 ({protocol.upper()}, concurrency {concurrency}) is missed**: {cell.tps:.1f} tickets/s, "
             f"{cell.tps / ip.batch_tps:.2f} of the in-process stage, {scaling} (other processes kept "
-            f"{_cores(cell.load)} cores busy during this cell against {_cores(results.loads['in-process'])} during "
-            "the in-process stage). KServe's predict time per request "
-            f"({ms(cell.server.get('predict', float('nan')))} ms) includes waiting for one of the "
+            f"{other_cores(cell.load)} cores busy during this cell against "
+            f"{other_cores(results.loads['in-process'])} during the in-process stage). KServe's predict time per "
+            f"request ({ms(cell.server.get('predict', float('nan')))} ms) includes waiting for one of the "
             f"{ip.executor_workers} predict threads, so it measures queueing, not the model. "
         )
 
@@ -1418,7 +1316,6 @@ def _fix_notes(results: Results, met: dict[str, bool]) -> list[str]:
 def render(results: Results) -> str:
     q = results.quick
     out = [
-        MARK_START,
         "## Serving benchmark" + (" — QUICK MODE (development, not representative)" if q else ""),
         "",
         f"Written by `python -m benchmarks.bench_serving{' --quick' if q else ''}` on {results.facts['date']}; "
@@ -1475,7 +1372,7 @@ def render(results: Results) -> str:
     rows = goals(results)
     met = {g.key: bool(g.met) for g in rows}
     out += ["### Goals", ""]
-    out += _table(
+    out += markdown_table(
         ["goal", "standalone: HTTP cell vs in-process stage", "paired: same moments", "ratio", "target", "met?"],
         [g.row() for g in rows],
     )
@@ -1499,10 +1396,10 @@ def render(results: Results) -> str:
     ]
     ip = results.inproc
     out += ["### Setup", ""]
-    out += [*_table(["item", "value"], [[k, v] for k, v in results.setup.items()]), ""]
+    out += [*markdown_table(["item", "value"], [[k, v] for k, v in results.setup.items()]), ""]
     if ip is not None:
         out += ["### In-process (`TicketClassifier.answer`, request log on)", ""]
-        out += _table(
+        out += markdown_table(
             ["figure", "calls", "p50", "p99", "throughput"],
             [
                 ["`answer`, one ticket", len(ip.single), f"{ms(ip.p50)} ms", f"{ms(pct(ip.single, 99))} ms", ""],
@@ -1557,10 +1454,10 @@ def render(results: Results) -> str:
                     f"{c.tps:.1f}",
                     ms(sum(c.server.get(s, 0.0) for s in KSERVE_STAGES)),
                     f"{statistics.fmean(c.sizes) / 1024:.1f}" if c.sizes else "n/a",
-                    _cores(c.load),
+                    other_cores(c.load),
                 ]
             )
-        out += _table(
+        out += markdown_table(
             [
                 "protocol",
                 "tickets/request",
@@ -1595,7 +1492,7 @@ def render(results: Results) -> str:
             out += [
                 "Round trips without the model (concurrency 1, interleaved), p50 / p99 ms (requests):",
                 "",
-                *_table(["request", "`requests.Session`", "`http.client` keep-alive connection"], floor_rows),
+                *markdown_table(["request", "`requests.Session`", "`http.client` keep-alive connection"], floor_rows),
                 "",
             ]
         paired = results.paired
@@ -1621,7 +1518,7 @@ def render(results: Results) -> str:
                 f"{paired.errors} errors): p50 / p99 ms per call; KServe's predict step and the time outside "
                 "KServe's handler (client p50 minus the handler's median), in ms:",
                 "",
-                *_table(
+                *markdown_table(
                     [
                         "arm",
                         "1 ticket p50 / p99",
@@ -1662,36 +1559,16 @@ def render(results: Results) -> str:
         "cores* the average over the stage (the machine's busy CPU time minus this benchmark's and its server's).",
         "",
     ]
-    out += _table(
+    out += markdown_table(
         ["stage", "wall", "own cores (benchmark + server)", "other cores before", "other cores"],
         [
-            [name, f"{x.seconds:.1f} s", f"{x.own_cores:.2f}", before(name), _cores(x)]
+            [name, f"{x.seconds:.1f} s", f"{x.own_cores:.2f}", before(name), other_cores(x)]
             for name, x in results.loads.items()
         ],
     )
-    out += ["", *_table(["fact", "value"], [[k, v] for k, v in results.facts.items()]), ""]
-    out += [f"Command: `{' '.join(results.argv)}` from `{ROOT}`.", "", MARK_END]
+    out += ["", *markdown_table(["fact", "value"], [[k, v] for k, v in results.facts.items()]), ""]
+    out += [f"Command: `{' '.join(results.argv)}` from `{ROOT}`.", ""]
     return "\n".join(out) + "\n"
-
-
-def write_section(path: Path, section: str) -> bool:
-    """Replaces the text between the markers (or appends markers and section); the rest stays byte-for-byte.
-
-    Returns:
-        False (and the file untouched) when the markers are present but not exactly once each, in order.
-    """
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    starts, ends = text.count(MARK_START), text.count(MARK_END)
-    if starts == ends == 0:
-        glue = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-        path.write_text(text + glue + section, encoding="utf-8")
-        return True
-    a, b = text.find(MARK_START), text.find(MARK_END)
-    if starts != 1 or ends != 1 or b < a:
-        return False
-    block = section.strip("\n")
-    path.write_text(text[:a] + block + text[b + len(MARK_END) :], encoding="utf-8")
-    return True
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -1740,19 +1617,13 @@ def _import_quietly() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    os.chdir(ROOT)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    for name in FOREIGN_ENV:
-        os.environ.pop(name, None)
+    enter_repo(FOREIGN_ENV)
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(TORCH_THREADS)
     import torch
 
     torch.set_num_threads(TORCH_THREADS)
     _import_quietly()
-    keep = args.workdir is not None
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="ticketflow-bench-serving-"))).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir, keep = work_folder(args.workdir, "ticketflow-bench-serving-")
     argv_shown = ["python", "-m", "benchmarks.bench_serving", *(argv if argv is not None else sys.argv[1:])]
     say(f"ticketflow serving benchmark ({'QUICK' if args.quick else 'FULL'}); work folder {workdir}")
 
@@ -1782,7 +1653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return False
         finally:
             results.loads[name] = load
-        say(f"stage done: {name} ({load.seconds:.1f} s; other processes {_cores(load)} cores busy)")
+        say(f"stage done: {name} ({load.seconds:.1f} s; other processes {other_cores(load)} cores busy)")
         return True
 
     home = args.home.resolve() if args.home else workdir / "home"
@@ -1799,7 +1670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.busy_at_start = wait_for_quiet(deadline)
     results.running_at_start = other_benchmarks()
     results.waited = time.perf_counter() - started - (trained["seconds"] or 0.0)
-    results.facts["load average when measuring started (1/5/15 min)"] = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    results.facts["load average when measuring started (1/5/15 min)"] = common.load_average()
 
     from components.config import TicketflowConfig
     from monitoring.request_log import PredictionLog
@@ -1871,8 +1742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clf.stop()
     with contextlib.suppress(Exception):
         inproc_log.close()
-    after = code_digests()
-    changed = sorted(f for f in {*digests, *after} if digests.get(f) != after.get(f))
+    changed = changed_files(digests, code_digests())
     if changed:
         results.warnings.append(
             f"files changed in the work tree while the benchmark ran (by someone else): {', '.join(changed)}; the "
@@ -1887,11 +1757,11 @@ def _finish(results: Results, args: argparse.Namespace, workdir: Path, keep: boo
     if results.running_at_end:
         say("warning: bench_training is running and rewrites BENCHMARKS.md when it ends, dropping this section")
     section = render(results)
-    if write_section(args.out, section):
+    if write_section(args.out, SECTION_NAME, section):
         say(f"wrote the serving section of {args.out}")
     else:
         spare = workdir / "serving-section.md"
-        spare.write_text(section, encoding="utf-8")
+        spare.write_text(section_block(SECTION_NAME, section) + "\n", encoding="utf-8")
         keep = True
         say(f"error: {args.out} has the serving markers more than once or out of order; section left in {spare}")
         results.failures.append("markers")

@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -48,11 +46,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import common
+from benchmarks.common import (
+    ROOT,
+    Load,
+    changed_files,
+    code_digest,
+    enter_repo,
+    markdown_table,
+    measure,
+    other_cores,
+    say,
+    work_folder,
+    write_unmarked,
+)
+
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
 IT_SERVICE = Path("it_service_tickets") / "tickets.csv"
 CUSTOMER_SUPPORT = Path("customer_support_tickets") / "tickets.csv"
 PIPELINE_NAME = "ticketflow-training"
+CODE_FOLDERS = ("components", "pipelines")
 STEPS = ("ingest-tickets", "prepare-text", "embed-tickets", "train-classifier", "evaluate-classifier")
 STEPS = (*STEPS, "register-classifier")
 BASELINE_CS = (1, 4, 16)
@@ -63,131 +76,27 @@ TEST_SIZE = 0.2
 # Environment that would point a CLI run somewhere else than its fresh home.
 FOREIGN_ENV = ("TICKETFLOW_HOME", "MLFLOW_TRACKING_URI", "TICKETFLOW_VECTOR_STORE", "TICKETFLOW_EMBEDDING_MODEL")
 
-_STARTED = time.perf_counter()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_START = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - INFO - Executing task '([^']+)'")
 _TASK_END = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - INFO - Task '([^']+)' finished with status (\w+)")
 
 
-def say(message: str) -> None:
-    print(f"[{time.perf_counter() - _STARTED:7.1f}s] {message}", flush=True)
-
-
-# --------------------------------------------------------------------------------------------- machine load
-
-
-def _busy_cpu_seconds() -> float | None:
-    """CPU seconds all cores spent busy since boot (None where /proc/stat is absent)."""
-    try:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (values + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-@dataclass
-class Load:
-    """Wall time of a measured span, the cores this process tree used and the cores others kept busy."""
-
-    seconds: float = 0.0
-    own_cores: float = 0.0
-    other_cores: float | None = None
-
-
-@contextlib.contextmanager
-def measure() -> Iterator[Load]:
-    """Times a block and attributes the machine's busy CPU time to this process tree or to others."""
-    load = Load()
-    busy0, own0, t0 = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
-    try:
-        yield load
-    finally:
-        load.seconds = time.perf_counter() - t0
-        own = _own_cpu_seconds() - own0
-        load.own_cores = own / max(load.seconds, 1e-9)
-        busy1 = _busy_cpu_seconds()
-        if busy0 is not None and busy1 is not None:
-            # Children's CPU is only added once they are waited for; for spans without children this is exact.
-            load.other_cores = max(0.0, (busy1 - busy0 - own) / max(load.seconds, 1e-9))
-
-
-# --------------------------------------------------------------------------------------------- facts
-
-
-def _version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def machine_facts(threads: Sequence[int]) -> dict[str, object]:
-    import torch
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
-
-    dirty = git("status", "--porcelain")
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        memory = f"{kb / 1024 / 1024:.1f} GiB"
-    return {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "os": platform.platform(),
-        "cpu": cpu_model or platform.processor() or "unknown",
-        "cores (os.cpu_count)": os.cpu_count(),
-        "usable cores (sched_getaffinity)": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "n/a",
-        "memory": memory or "unknown",
-        "torch threads (default of this process)": torch.get_num_threads(),
-        "torch threads set for item 4": ", ".join(map(str, threads)),
-        "python": platform.python_version(),
-        "python executable": sys.executable,
-        "torch": torch.__version__,
-        "scikit-learn": _version("scikit-learn"),
-        "sentence-transformers": _version("sentence-transformers"),
-        "chromadb": _version("chromadb"),
-        "kfp": _version("kfp"),
-        "mlflow": _version("mlflow"),
-        "pandas": _version("pandas"),
-        "numpy": np.__version__,
-        "code digest (components/, pipelines/) at start": code_digest(code_digests()),
-        "git commit": git("rev-parse", "HEAD") + (" (work tree has uncommitted changes)" if dirty else ""),
-        "load average at start (1/5/15 min)": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
-    }
-
-
-# --------------------------------------------------------------------------------------------- data
+    """The facts table of the report; `threads` are the torch thread counts item 4 sets."""
+    return common.machine_facts(
+        ("torch", "scikit-learn", "sentence-transformers", "chromadb", "kfp", "mlflow", "pandas", "numpy"),
+        details=True,
+        settings={"torch threads set for item 4": ", ".join(map(str, threads))},
+        code={"code digest (components/, pipelines/) at start": code_digest(code_digests())},
+    )
 
 
 def code_digests() -> dict[str, str]:
     """sha256 per file of the code a run executes (components/, pipelines/), to notice edits made meanwhile."""
-    paths = sorted([*ROOT.glob("components/*.py"), *ROOT.glob("pipelines/*.py")])
-    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()[:12] for p in paths}
+    return common.code_digests(CODE_FOLDERS)
 
 
-def code_digest(digests: dict[str, str]) -> str:
-    """One short digest over every file's digest."""
-    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
+# --------------------------------------------------------------------------------------------- data
 
 
 def subset_csv(source: Path, rows: int | None, out_dir: Path, name: str) -> Path:
@@ -726,16 +635,6 @@ def _f(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _cores(load: Load) -> str:
-    return "n/a" if load.other_cores is None else f"{load.other_cores:.2f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
-
-
 @dataclass
 class Results:
     """Everything the report shows."""
@@ -885,10 +784,10 @@ def _quality_section(ds: DatasetResult, number: int, results: Results) -> list[s
         ]
         for r in ds.rows
     ]
-    out += [*_table(header, table), "", "Verdicts (on macro-F1, the pipeline's quality-gate metric):", ""]
+    out += [*markdown_table(header, table), "", "Verdicts (on macro-F1, the pipeline's quality-gate metric):", ""]
     out += [f"- {r.verdict()}" for r in ds.rows] + [""]
     out += ["Baseline search:", ""]
-    out += _table(
+    out += markdown_table(
         ["target", "CV macro-F1 per C", "chosen C", "fit time (search + refit)", "LR iterations", "converged"],
         [
             [
@@ -903,7 +802,7 @@ def _quality_section(ds: DatasetResult, number: int, results: Results) -> list[s
         ],
     )
     out += ["", "Cross-check: the registered model re-scored in this process against the run's JSON:", ""]
-    out += _table(
+    out += markdown_table(
         ["target", "JSON accuracy", "registered accuracy", "JSON macro-F1", "registered macro-F1"],
         [
             [
@@ -923,7 +822,7 @@ def _quality_section(ds: DatasetResult, number: int, results: Results) -> list[s
         out += [
             "",
             f"This dataset's pipeline run (fresh home, cold): {run.load.seconds:.0f} s wall "
-            f"(other processes: {_cores(run.load)} cores busy on average); steps: "
+            f"(other processes: {other_cores(run.load)} cores busy on average); steps: "
             + ", ".join(f"{k} {v:.1f} s" for k, v in run.steps.items()),
         ]
     return [*out, ""]
@@ -950,8 +849,8 @@ def _pipeline_section(results: Results) -> list[str]:
     rows = [[step, *(f"{r.steps[step]:.1f} s" if step in r.steps else "—" for r in it.runs)] for step in STEPS]
     rows.append(["sum of steps", *(f"{sum(r.steps.values()):.1f} s" for r in it.runs)])
     rows.append(["**total wall time**", *(f"**{r.load.seconds:.1f} s**" for r in it.runs)])
-    rows.append(["other processes, avg cores busy", *(_cores(r.load) for r in it.runs)])
-    out += [*_table(header, rows), ""]
+    rows.append(["other processes, avg cores busy", *(other_cores(r.load) for r in it.runs)])
+    out += [*markdown_table(header, rows), ""]
     meta_rows = []
     for r in it.runs:
         m = r.embed_meta
@@ -968,7 +867,7 @@ def _pipeline_section(results: Results) -> list[str]:
             )
     if meta_rows:
         out += ["The embed step's own figures (its artifact metadata: time inside the step, model load included):", ""]
-        out += [*_table(["run", "tickets", "encoded", "reused", "seconds", "tickets/s"], meta_rows), ""]
+        out += [*markdown_table(["run", "tickets", "encoded", "reused", "seconds", "tickets/s"], meta_rows), ""]
     out += [
         "Registered versions: "
         + ", ".join(f"{r.label} → v{r.summary.get('model_version')} ({r.summary.get('decision')})" for r in it.runs),
@@ -1031,7 +930,12 @@ def _embed_section(results: Results) -> list[str]:
         ]
         for e in results.embed
     ]
-    out += [*_table(header, rows), "", "Every repeat (seconds; other processes' average busy cores in brackets):", ""]
+    out += [
+        *markdown_table(header, rows),
+        "",
+        "Every repeat (seconds; other processes' average busy cores in brackets):",
+        "",
+    ]
     rows = []
     for e in results.embed:
         for i in range(e.repeats):
@@ -1042,12 +946,12 @@ def _embed_section(results: Results) -> list[str]:
                     e.threads,
                     i + 1,
                     first,
-                    f"{b.seconds:.2f} ({_cores(b)})",
-                    f"{s.seconds:.2f} ({_cores(s)})",
+                    f"{b.seconds:.2f} ({other_cores(b)})",
+                    f"{s.seconds:.2f} ({other_cores(s)})",
                     f"{w.seconds:.3f}",
                 ]
             )
-    out += [*_table(["threads", "repeat", "first", "bare s", "step s", "warm s"], rows), ""]
+    out += [*markdown_table(["threads", "repeat", "first", "bare s", "step s", "warm s"], rows), ""]
     trips = [(e.threads, e.roundtrip) for e in results.embed if e.roundtrip]
     if trips:
         out += [
@@ -1088,7 +992,7 @@ def _embed_section(results: Results) -> list[str]:
                 f"{statistics.median(e.store_open):.3f}",
             ]
         )
-    out += _table(
+    out += markdown_table(
         [
             "threads",
             "Chroma get",
@@ -1182,7 +1086,10 @@ def render(results: Results) -> str:
         out += ["**Warnings** (figures are complete; read them with this in mind):", ""]
         out += [f"- {w}" for w in results.warnings] + [""]
     out += ["## Summary", ""]
-    out += [*_table(["figure", "value", "baseline / limit", "ratio", "goal", "met?"], _summary_rows(results)), ""]
+    out += [
+        *markdown_table(["figure", "value", "baseline / limit", "ratio", "goal", "met?"], _summary_rows(results)),
+        "",
+    ]
     verdicts = [r for ds in results.datasets.values() for r in ds.rows if r.slice == "all"]
     if verdicts:
         out += [f"- {r.verdict()}" for r in verdicts] + [""]
@@ -1193,33 +1100,16 @@ def render(results: Results) -> str:
     out += _pipeline_section(results)
     out += _embed_section(results)
     out += ["## Machine", ""]
-    out += [*_table(["fact", "value"], [[k, v] for k, v in results.facts.items()]), ""]
+    out += [*markdown_table(["fact", "value"], [[k, v] for k, v in results.facts.items()]), ""]
     out += ["Machine load per stage (wall time; cores used by this process tree; cores other processes kept busy):", ""]
-    out += _table(
+    out += markdown_table(
         ["stage", "wall", "own cores", "other cores"],
-        [[name, f"{x.seconds:.1f} s", f"{x.own_cores:.2f}", _cores(x)] for name, x in results.stage_loads.items()],
+        [[name, f"{x.seconds:.1f} s", f"{x.own_cores:.2f}", other_cores(x)] for name, x in results.stage_loads.items()],
     )
     out += ["", "## Command and configuration", ""]
     out += [f"`{' '.join(results.argv)}` from `{ROOT}`", ""]
-    out += [*_table(["setting", "value"], [[k, f"`{v}`"] for k, v in results.config.items()]), ""]
+    out += [*markdown_table(["setting", "value"], [[k, f"`{v}`"] for k, v in results.config.items()]), ""]
     return "\n".join(out) + "\n"
-
-
-# Sections other benchmarks (e.g. bench_serving) keep in the same file between `<!-- name:start -->` and
-# `<!-- name:end -->`: carried over when this report is rewritten.
-_FOREIGN_SECTION = re.compile(r"<!-- ([A-Za-z0-9_-]+):start -->.*?<!-- \1:end -->", re.DOTALL)
-
-
-def write_report(path: Path, text: str) -> list[str]:
-    """Overwrites the report with `text`, keeping the marked sections other benchmarks wrote into it.
-
-    Returns:
-        The names of the sections kept.
-    """
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    kept = [m.group(0) for m in _FOREIGN_SECTION.finditer(old)]
-    path.write_text(text + "".join(f"\n{block}\n" for block in kept), encoding="utf-8")
-    return [_FOREIGN_SECTION.match(block).group(1) for block in kept]
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -1251,19 +1141,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    os.chdir(ROOT)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    for name in FOREIGN_ENV:
-        os.environ.pop(name, None)
+    enter_repo(FOREIGN_ENV)
     it_file, cs_file = args.data_dir / IT_SERVICE, args.data_dir / CUSTOMER_SUPPORT
     for path in (it_file, cs_file):
         if not path.is_file():
             print(f"error: {path} not found (the shared data lives in ../shared/data beside the repo)", file=sys.stderr)
             return 2
-    keep = args.workdir is not None
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="ticketflow-bench-"))).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir, keep = work_folder(args.workdir, "ticketflow-bench-")
     mode = "QUICK" if args.quick else "FULL"
     say(f"ticketflow benchmark ({mode}); work folder {workdir}; report → {args.out}")
     digests = code_digests()
@@ -1307,7 +1191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.failures.append(f"{name}: {type(exc).__name__}: {exc}")
             say(f"stage FAILED: {name}: {exc}")
         results.stage_loads[name] = load
-        say(f"stage done: {name} ({load.seconds:.1f} s; other processes {_cores(load)} cores busy)")
+        say(f"stage done: {name} ({load.seconds:.1f} s; other processes {other_cores(load)} cores busy)")
 
     it_data = subset_csv(it_file, args.it_rows, workdir / "data", "it_service_subset.csv")
     cs_data = subset_csv(cs_file, args.cs_rows, workdir / "data", "customer_support_subset.csv")
@@ -1362,15 +1246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage("item 2: customer_support pipeline + baseline", cs_stage)
 
     results.finished = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    after = code_digests()
-    changed = sorted(f for f in {*digests, *after} if digests.get(f) != after.get(f))
+    changed = changed_files(digests, code_digests())
     if changed:
         results.warnings.append(
             f"code changed while the benchmark ran ({', '.join(changed)}): pipeline runs started after the edit ran "
             "the new code, in-process steps the code imported at the start; check whether the change can affect "
             "training before comparing figures across stages"
         )
-    kept = write_report(args.out, render(results))
+    kept = write_unmarked(args.out, render(results))
     say(f"wrote {args.out}" + (f" (kept the sections {', '.join(kept)} written by other benchmarks)" if kept else ""))
     for ds in results.datasets.values():
         for row in ds.rows:
