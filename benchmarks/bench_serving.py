@@ -1755,7 +1755,7 @@ def _finish(results: Results, args: argparse.Namespace, workdir: Path, keep: boo
     results.finished = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     results.running_at_end = other_benchmarks()
     if results.running_at_end:
-        say("warning: bench_training is running and rewrites BENCHMARKS.md when it ends, dropping this section")
+        say("note: bench_training is running; it keeps this section when it rewrites BENCHMARKS.md")
     section = render(results)
     if write_section(args.out, SECTION_NAME, section):
         say(f"wrote the serving section of {args.out}")
