@@ -258,6 +258,25 @@ class TicketModel:
             encoders[backend] = load_sentence_model(self.embedding_model, backend)
         return encoders[backend]
 
+    def reuse_encoder_of(self, other: TicketModel | None, backend: str = "torch") -> bool:
+        """Shares the encoder `other` already loaded, when both models use the same embedding model.
+
+        A retrained version usually keeps its predecessor's embedding model; sharing spares loading the weights
+        (and, for `onnx`, exporting the graph) a second time.
+
+        Args:
+            other: Another model version, e.g. the one being served; None shares nothing.
+            backend: The encoder's backend.
+
+        Returns:
+            True when this model now uses `other`'s encoder.
+        """
+        loaded = other.__dict__.get("_encoders", {}).get(backend) if other is not None else None
+        if loaded is None or other.embedding_model != self.embedding_model:
+            return False
+        self.__dict__.setdefault("_encoders", {})[backend] = loaded
+        return True
+
     def texts_from_frame(self, frame: pd.DataFrame) -> list[str]:
         """Builds model text from a frame holding either `text` or the training data's text columns.
 

@@ -156,9 +156,13 @@ class TicketClassifier(Model):
                 mlflow.set_tracking_uri(self.cfg.tracking_uri)
                 source = f"models:/{self.cfg.registered_model_name}/{version}"
             model: TicketModel = mlflow.pyfunc.load_model(source).unwrap_python_model().model
-            # Load the weights now, not on the first request, and on the model thread (see `__init__`).
             backend = self.cfg.serving_embedding_backend
+            # A new encoder is built on the model thread (see `__init__`), holding every request behind it for
+            # about 3 s (weights, ONNX export); a version with the same embedding model shares the served one.
+            shared = model.reuse_encoder_of(self.loaded.model if self.loaded else None, backend)
+            # Warm up (and load, unless shared) now, not on the first request.
             self.on_model_thread(lambda: encode_texts(model.encoder(backend), ["warm-up"], 1)).result()
+            log.info("%s version %s: %s encoder", self.name, version, "shared" if shared else "new")
             store = VectorStore(self.cfg.vector_store) if model.collection else None
             if store is not None and store.count(model.collection) == 0:
                 raise ModelMissingError(f"vector collection {model.collection!r} in {self.cfg.vector_store}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from pathlib import Path
@@ -367,3 +368,24 @@ def test_invariance(sample_model, a, b):
 )
 def test_directional(sample_model, text, category):
     assert sample_model([text]) == [category]
+
+
+def test_a_new_version_shares_the_loaded_encoder_only_for_the_same_embedding_model(
+    fitted, priority_classifier, monkeypatch
+):
+    loads = []
+    monkeypatch.setattr(
+        "components.model.load_sentence_model", lambda name, backend="torch": loads.append((name, backend)) or object()
+    )
+    served = ticket_model(fitted, priority_classifier)
+    retrained = ticket_model(fitted, priority_classifier)
+    assert retrained.reuse_encoder_of(served, "onnx") is False  # nothing loaded yet: nothing to share
+    assert retrained.reuse_encoder_of(None, "onnx") is False
+    encoder = served.encoder("onnx")
+    assert retrained.reuse_encoder_of(served, "onnx") is True
+    assert retrained.encoder("onnx") is encoder
+    assert retrained.reuse_encoder_of(served, "torch") is False  # another backend is another encoder
+    other_model = dataclasses.replace(ticket_model(fitted, priority_classifier), embedding_model="other/model")
+    assert other_model.reuse_encoder_of(served, "onnx") is False
+    assert other_model.encoder("onnx") is not encoder
+    assert loads == [(BUNDLED_EMBEDDING_MODEL, "onnx"), ("other/model", "onnx")]

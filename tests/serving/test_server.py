@@ -592,6 +592,8 @@ def test_every_torch_call_runs_on_the_one_model_thread(home: Path, monkeypatch: 
         encoder = classifier.loaded.model.encoder(classifier.cfg.serving_embedding_backend)
         assert type(encoder).__name__ == "OnnxSentenceEncoder"  # the default backend, built on the model thread
         answered, reloaded = asyncio.run(serve_then_reload())
+        # The reloaded version has the same embedding model, so it shares the encoder instead of building one.
+        assert classifier.loaded.model.encoder(classifier.cfg.serving_embedding_backend) is encoder
     finally:
         classifier.stop()
     assert reloaded["reloaded"] is True, reloaded
