@@ -41,11 +41,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 install: $(VENV)/.installed ## create .venv with the pinned requirements
 
 run: install ## train on the embedded default (kfp.local); DATA=file to use your export
-	@$(PY) -m pipelines.cli run $(if $(DATA),--data $(DATA))
+	@$(PY) -m pipelines.cli run $(if $(DATA),--data "$(DATA)")
 
 predict: install ## score a file with the champion: make predict DATA=in.csv OUT=out.csv
 	@if [ -z "$(DATA)" ] || [ -z "$(OUT)" ]; then echo "usage: make predict DATA=in.csv OUT=out.csv (both required)" >&2; exit 2; fi
-	@$(PY) -m pipelines.cli predict --data $(DATA) --out $(OUT)
+	@$(PY) -m pipelines.cli predict --data "$(DATA)" --out "$(OUT)"
 
 promote: install ## move champion to a version by hand: make promote VERSION=n
 	@if [ -z "$(VERSION)" ]; then echo "usage: make promote VERSION=n" >&2; exit 2; fi
