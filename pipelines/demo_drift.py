@@ -1,4 +1,4 @@
-"""`make demo-drift`: the monitoring loop end to end on the embedded default, in about five minutes.
+"""`make demo-drift`: the monitoring loop end to end on the embedded default, in about two minutes.
 
 1. Train on the bundled sample *without* the "HR Support" queue, and serve the champion over HTTP.
 2. Replay fresh in-distribution tickets (new tickets from the same generator): no drift.
