@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from components.config import TicketflowConfig
@@ -212,6 +213,7 @@ def cmd_drift(args: argparse.Namespace) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs))
     params = {"window_hours": args.window_hours, "window_records": args.window_records, "min_tickets": args.min_tickets}
+    started = time.time()
     summary = json.loads(drift_pipeline(**{k: v for k, v in params.items() if v is not None}).output)
     champion_after, versions_after = _registry_state(cfg)
     summary.update(
@@ -219,6 +221,14 @@ def cmd_drift(args: argparse.Namespace) -> None:
         champion_changed=champion_after != champion_before,
         champion_version=champion_after,
     )
+    # The check's HTML artifact sits in this run's folder, without a suffix: keep a copy a browser opens.
+    written = [p for p in runs.glob("*/check-for-drift/report") if p.stat().st_mtime >= started]
+    if written:
+        artifact = max(written, key=lambda p: p.stat().st_mtime)
+        report = Path(cfg.home) / "reports" / f"drift-{artifact.parents[1].name}.html"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(artifact, report)
+        summary.update(report_html=str(report), report_artifact=str(artifact))
     verdict = (
         "drift detected" if summary["drift_detected"] else ("no drift" if summary["enough_data"] else "not enough data")
     )
@@ -238,6 +248,8 @@ def cmd_drift(args: argparse.Namespace) -> None:
         f"  retrained: {summary['retrained']}, champion changed: {summary['champion_changed']} "
         f"(champion v{champion_after})"
     )
+    if "report_html" in summary:
+        print(f"  drift report: {summary['report_html']}")
     print(json.dumps(summary), flush=True)
 
 

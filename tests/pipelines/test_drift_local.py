@@ -76,6 +76,10 @@ def test_shifted_traffic_is_detected_and_retrains_behind_the_gate(home: Path, cu
         {"queue", "share", "reference_share", "drifted"} <= set(q) for q in summary["queues"]
     )
     assert summary["retrained"] is True  # the nested training pipeline ran and registered a version
+    report = Path(summary["report_html"])
+    assert report.suffix == ".html" and report.parent == home / "reports"
+    assert report.read_bytes() == Path(summary["report_artifact"]).read_bytes()
+    assert "drift" in report.read_text().lower() and "<html" in report.read_text().lower()
     assert isinstance(summary["champion_changed"], bool)
     metrics = (home / "metrics" / "drift.prom").read_text()
     assert "ticketflow_drift_detected 1.0" in metrics and 'ticketflow_drift_score{signal="embedding"}' in metrics
