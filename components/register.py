@@ -378,7 +378,10 @@ def rollback(cfg: TicketflowConfig) -> str:
         raise ValueError(f"{name} has no {cfg.champion_alias}: nothing to roll back")
     earlier = [v for v in history if v != current]
     if not earlier:
-        raise ValueError(f"{name} v{current} is the only champion so far: nothing to roll back to")
+        raise ValueError(
+            f"{name} v{current} is the earliest champion left in the history (rollbacks remove what they leave): "
+            "nothing to roll back to; `promote` can name any version"
+        )
     target = earlier[-1]
     # Rolling back forgets the current champion's entry, so a second rollback goes one further back.
     trimmed = history[: len(history) - 1 - history[::-1].index(target)]

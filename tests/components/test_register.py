@@ -111,5 +111,5 @@ def test_promote_and_rollback_errors_are_clear(data: Fixture, cfg: TicketflowCon
     train_and_register(data, cfg)
     with pytest.raises(ValueError, match="no version '5'"):
         promote(cfg, "5")
-    with pytest.raises(ValueError, match="only champion so far"):
+    with pytest.raises(ValueError, match="earliest champion left in the history"):
         rollback(cfg)
