@@ -435,8 +435,8 @@ def run_drift_check(
     Returns:
         The verdict (with live accuracy on corrected tickets) and the HTML report.
     """
-    from components.embed import VectorStore, embed_with_cache
-    from components.prepare import TEXT, text_hash
+    from components.embed import VectorStore
+    from components.prepare import TEXT
     from monitoring.feedback import FeedbackStore, feedback_uri
 
     champion = load_champion_reference(cfg)
@@ -446,26 +446,12 @@ def run_drift_check(
     store = VectorStore(cfg.vector_store)
     started = time.perf_counter()
     ref_texts = champion.reference[TEXT].tolist()
-    ref_vectors, _ = embed_with_cache(
-        ref_texts,
-        [text_hash(t) for t in ref_texts],
-        model.embedding_model,
-        store,
-        model.embed_batch_size,
-        model=model.encoder(),
-    )
+    ref_vectors = model.embed(ref_texts, store)
     ref_pred = model.predict(ref_texts, ref_vectors)[target]
     reference = pd.DataFrame({"text": ref_texts, "predicted": ref_pred.labels, "confidence": ref_pred.confidences})
     if len(window):
         cur_texts = window["text"].tolist()
-        cur_vectors, _ = embed_with_cache(
-            cur_texts,
-            [text_hash(t) for t in cur_texts],
-            model.embedding_model,
-            store,
-            model.embed_batch_size,
-            model=model.encoder(),
-        )
+        cur_vectors = model.embed(cur_texts, store)
         current = pd.DataFrame(
             {
                 "text": cur_texts,

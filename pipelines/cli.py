@@ -37,20 +37,13 @@ def _use_home(args: argparse.Namespace) -> TicketflowConfig:
 
 def run_training(args: argparse.Namespace) -> dict[str, object]:
     """Runs the training pipeline through kfp.local's SubprocessRunner and returns its summary."""
-    from kfp import local
-
     from pipelines.training import training_pipeline
 
     cfg = _use_home(args)
     data = Path(args.data).resolve()
     if not data.is_file():
         raise SystemExit(f"error: DATA file not found: {args.data}")
-    runs = Path(cfg.home) / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    # Project modules must import in each task's subprocess, whatever the caller's working directory.
-    root = str(Path(__file__).resolve().parents[1])
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs))
+    _init_local_runner(cfg)
     params = {
         "data_path": str(data),
         "text_columns": args.text_columns,
@@ -66,10 +59,9 @@ def run_training(args: argparse.Namespace) -> dict[str, object]:
     params = {k: v for k, v in params.items() if v is not None}
     task = training_pipeline(**params)
     summary = json.loads(task.output)
-    # KFP artifact files carry no suffix: keep a copy a browser opens directly.
-    report = Path(cfg.home) / "reports" / f"evaluation-{summary['model_name']}-v{summary['model_version']}.html"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(summary["report_html"], report)
+    report = _browsable_copy(
+        cfg, summary["report_html"], f"evaluation-{summary['model_name']}-v{summary['model_version']}.html"
+    )
     summary["report_artifact"], summary["report_html"] = summary["report_html"], str(report)
     summary["artifacts"] = str(Path(summary["report_artifact"]).parents[1])
     return summary
@@ -93,6 +85,27 @@ def human_summary(summary: dict[str, object]) -> str:
         f"  pipeline artifacts: {summary['artifacts']}",
     ]
     return "\n".join(lines)
+
+
+def _init_local_runner(cfg: TicketflowConfig) -> Path:
+    """Points kfp.local's subprocess runner at `<home>/runs` and returns that folder."""
+    from kfp import local
+
+    runs = Path(cfg.home) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    # Project modules must import in each task's subprocess, whatever the caller's working directory.
+    root = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs))
+    return runs
+
+
+def _browsable_copy(cfg: TicketflowConfig, artifact: str | Path, name: str) -> Path:
+    """Copies an HTML artifact to `<home>/reports/<name>`: KFP artifact files carry no suffix a browser needs."""
+    report = Path(cfg.home) / "reports" / name
+    report.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(artifact, report)
+    return report
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -201,17 +214,11 @@ def _registry_state(cfg: TicketflowConfig) -> tuple[str | None, int]:
 
 def cmd_drift(args: argparse.Namespace) -> None:
     """`drift`: one drift check (and a retrain when drift is found) through kfp.local."""
-    from kfp import local
-
     from pipelines.drift import drift_pipeline
 
     cfg = _use_home(args)
     champion_before, versions_before = _registry_state(cfg)
-    root = str(Path(__file__).resolve().parents[1])
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    runs = Path(cfg.home) / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs))
+    runs = _init_local_runner(cfg)
     params = {"window_hours": args.window_hours, "window_records": args.window_records, "min_tickets": args.min_tickets}
     started = time.time()
     summary = json.loads(drift_pipeline(**{k: v for k, v in params.items() if v is not None}).output)
@@ -221,13 +228,10 @@ def cmd_drift(args: argparse.Namespace) -> None:
         champion_changed=champion_after != champion_before,
         champion_version=champion_after,
     )
-    # The check's HTML artifact sits in this run's folder, without a suffix: keep a copy a browser opens.
     written = [p for p in runs.glob("*/check-for-drift/report") if p.stat().st_mtime >= started]
     if written:
         artifact = max(written, key=lambda p: p.stat().st_mtime)
-        report = Path(cfg.home) / "reports" / f"drift-{artifact.parents[1].name}.html"
-        report.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(artifact, report)
+        report = _browsable_copy(cfg, artifact, f"drift-{artifact.parents[1].name}.html")
         summary.update(report_html=str(report), report_artifact=str(artifact))
     verdict = (
         "drift detected" if summary["drift_detected"] else ("no drift" if summary["enough_data"] else "not enough data")
