@@ -1250,13 +1250,12 @@ def _fix_notes(results: Results, met: dict[str, bool]) -> list[str]:
             f"The client library and the loopback round trip alone take {1000 * client_side:.1f} ms of the "
             f"{GOAL_HTTP_EXTRA_MS:.0f} ms allowance. What the server controls is the rest: "
             f"{1000 * (post_raw - get_raw):.1f} ms of per-request work before the model (uvicorn, FastAPI routing, "
-            "the guard middleware, which buffers every body and replays it through a wrapped `receive`, and "
+            "the guard middleware, which buffers and replays only bodies sent without a `content-length`, and "
             "KServe's JSON decoding and validation), "
             f"{1000 * parts[next(k for k in parts if k.startswith('rest outside'))]:.1f} ms around it (encoding "
             "the answer, waking the event loop when the predict thread finishes) and "
-            f"{1000 * beyond:.1f} ms for the hop to the predict thread. What would fix it: a leaner request path for "
-            "small bodies (read the body once when `content-length` is under the limit instead of buffering and "
-            "replaying it; answer with orjson), and for clients a lighter HTTP client than `requests`."
+            f"{1000 * beyond:.1f} ms for the hop to the predict thread. What would fix it: a leaner request path "
+            "(answer with orjson), and for clients a lighter HTTP client than `requests`."
         )
         notes += [text, ""]
     for concurrency, protocol in itertools.product(CONCURRENCIES, PROTOCOLS):

@@ -102,14 +102,26 @@ class GuardMiddleware:
             return
         headers = dict(scope["headers"])
         if scope["method"] in ("POST", "PUT", "PATCH"):
-            declared = headers.get(b"content-length", b"0")
+            declared = headers.get(b"content-length", b"")
             too_big = declared.isdigit() and int(declared) > self.max_body_bytes
-            body, more = b"", True
-            while more and not too_big:
-                message = await receive()
-                body += message.get("body", b"")
-                more = message.get("more_body", False)
-                too_big = len(body) > self.max_body_bytes
+            if not too_big and not declared.isdigit():
+                # No declared length (chunked): count the body as it comes, then hand it on. A declared length
+                # needs none of this: the HTTP parser delivers exactly that many bytes.
+                body, more = b"", True
+                while more and not too_big:
+                    message = await receive()
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    too_big = len(body) > self.max_body_bytes
+                replayed = False
+
+                async def receive():
+                    nonlocal replayed
+                    if replayed:
+                        return {"type": "http.disconnect"}
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+
             if too_big:
                 REJECTED.labels(reason="body_too_large").inc()
                 await _send_json(send, 413, {"error": f"request body over {self.max_body_bytes} bytes"})
@@ -117,14 +129,6 @@ class GuardMiddleware:
             if b"content-type" not in headers and b"inference-header-content-length" not in headers:
                 # tritonclient posts JSON without a content type; kserve would then take it for binary data.
                 scope = {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
-            replayed = False
-
-            async def receive():
-                nonlocal replayed
-                if replayed:
-                    return {"type": "http.disconnect"}
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
 
         state = RequestState()
         REQUEST_STATE.set(state)

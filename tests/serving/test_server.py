@@ -269,6 +269,21 @@ def test_unknown_model_and_oversized_body_and_blocked_endpoints(server: Server) 
     assert predict(server, ["still serving after an unload attempt"]).status_code == 200
 
 
+def test_chunked_bodies_are_counted_against_the_limit(server: Server) -> None:
+    """Without a declared length the guard reads the body itself: over the limit is a 413, under it is served."""
+
+    def chunks(body: bytes, size: int = 65_536):
+        yield from (body[i : i + size] for i in range(0, len(body), size))
+
+    headers = {"content-type": "application/json"}
+    big = requests.post(server.url + V1, data=chunks(b"x" * 2_100_000), headers=headers, timeout=30)
+    assert big.status_code == 413 and "request body over" in big.text
+    good = json.dumps({"instances": ["printer jammed on floor 2"]}).encode()
+    answer = requests.post(server.url + V1, data=chunks(good, 8), headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"][0]["labels"]
+
+
 def test_reload_needs_the_bearer_token(server: Server) -> None:
     url = server.url + f"/v1/models/{MODEL}/reload"
     assert requests.post(url, timeout=10).status_code == 401
