@@ -101,8 +101,6 @@ class OnnxSentenceEncoder:
         Returns:
             Float32 array of shape (len(sentences), dimension).
         """
-        from tqdm.auto import tqdm
-
         texts = list(sentences)
         if self.torch_model is not None and len(texts) >= self.torch_from:
             return np.asarray(
@@ -118,7 +116,11 @@ class OnnxSentenceEncoder:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         starts = range(0, len(texts), batch_size)
-        for start in tqdm(starts, desc="Batches", disable=not show_progress_bar):
+        if show_progress_bar:  # not on the request path, which encodes one ticket at a time
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Batches")
+        for start in starts:
             index = order[start : start + batch_size]
             out[index] = self._encode_batch([texts[i] for i in index])
         if normalize_embeddings:
