@@ -44,23 +44,25 @@ RUN groupadd --system --gid 10001 ticketflow \
     && mkdir -p /var/lib/ticketflow \
     && chown 10001:10001 /var/lib/ticketflow
 
+# The project itself, installed (no PYTHONPATH): its dependencies are already in from the lock.
 WORKDIR /app
+COPY pyproject.toml README.md /app/
 COPY components/ /app/components/
 COPY pipelines/ /app/pipelines/
 COPY serving/ /app/serving/
 COPY monitoring/ /app/monitoring/
 COPY data/ /app/data/
+RUN pip install --no-cache-dir --no-deps /app && pip check
 
 # The services of manifests/base as defaults: Kubeflow runs pipeline pods in its own namespace, out of reach
 # of the ticketflow-config ConfigMap, so the image carries the addresses (pipeline parameters and pod env
 # override them; the InferenceService sets its own).
 ARG GIT_COMMIT=unknown
-ENV PYTHONPATH=/app \
-    TICKETFLOW_HOME=/var/lib/ticketflow \
+ENV TICKETFLOW_HOME=/var/lib/ticketflow \
     TICKETFLOW_GIT_COMMIT=${GIT_COMMIT} \
     MLFLOW_TRACKING_URI=http://mlflow.ticketflow.svc.cluster.local:5000 \
     TICKETFLOW_VECTOR_STORE=http://chroma.ticketflow.svc.cluster.local:8000
 
 USER 10001:10001
 EXPOSE 8080
-CMD ["python", "-m", "serving", "--http_port", "8080", "--host", "0.0.0.0"]
+CMD ["python", "-m", "ticketflow.serving", "--http_port", "8080", "--host", "0.0.0.0"]

@@ -20,7 +20,6 @@ VERSION ?=
 WINDOW_RECORDS ?=
 KFP_HOST ?=
 CRON ?=
-export PYTHONPATH := $(CURDIR)
 # pip on some machines warns for every package about absent local index folders: noise, not news.
 PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
@@ -29,52 +28,53 @@ PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" |
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@echo "==> creating $(VENV) and installing pinned requirements (first time: a few minutes)"
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV) || python3 -m venv $(VENV)
 	@$(PIP) install --quiet --upgrade pip $(PIP_QUIET)
 	@$(PIP) install --quiet torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) $(PIP_QUIET)
 	@$(PIP) install --quiet -c constraints.txt -r requirements.txt -r requirements-dev.txt $(PIP_QUIET)
+	@$(PIP) install --quiet --no-deps -e . $(PIP_QUIET)
 	@$(PIP) check
 	@touch $@
 
 install: $(VENV)/.installed ## create .venv with the pinned requirements
 
 run: install ## train on the embedded default (kfp.local); DATA=file to use your export
-	@$(PY) -m pipelines.cli run $(if $(DATA),--data "$(DATA)")
+	@$(PY) -m ticketflow.pipelines.cli run $(if $(DATA),--data "$(DATA)")
 
 predict: install ## score a file with the champion: make predict DATA=in.csv OUT=out.csv
 	@if [ -z "$(DATA)" ] || [ -z "$(OUT)" ]; then echo "usage: make predict DATA=in.csv OUT=out.csv (both required)" >&2; exit 2; fi
-	@$(PY) -m pipelines.cli predict --data "$(DATA)" --out "$(OUT)"
+	@$(PY) -m ticketflow.pipelines.cli predict --data "$(DATA)" --out "$(OUT)"
 
 promote: install ## move champion to a version by hand: make promote VERSION=n
 	@if [ -z "$(VERSION)" ]; then echo "usage: make promote VERSION=n" >&2; exit 2; fi
-	@$(PY) -m pipelines.cli promote --version $(VERSION)
+	@$(PY) -m ticketflow.pipelines.cli promote --version $(VERSION)
 
 rollback: install ## move champion back to the previous champion
-	@$(PY) -m pipelines.cli rollback
+	@$(PY) -m ticketflow.pipelines.cli rollback
 
 serve: install ## serve the champion (KServe V1/V2) on 127.0.0.1:8080 (HOST=, PORT=); trains first if none
-	@$(PY) -m pipelines.cli champion >/dev/null 2>&1 || { echo "==> no champion yet: training on the sample first"; $(PY) -m pipelines.cli run; }
-	@$(PY) -m serving --http_port $(PORT) --host $(HOST)
+	@$(PY) -m ticketflow.pipelines.cli champion >/dev/null 2>&1 || { echo "==> no champion yet: training on the sample first"; $(PY) -m ticketflow.pipelines.cli run; }
+	@$(PY) -m ticketflow.serving --http_port $(PORT) --host $(HOST)
 
 drift: install ## one drift check on the embedded default (kfp.local); retrains when drift is found
-	@$(PY) -m pipelines.cli drift $(if $(WINDOW_RECORDS),--window-records $(WINDOW_RECORDS))
+	@$(PY) -m ticketflow.pipelines.cli drift $(if $(WINDOW_RECORDS),--window-records $(WINDOW_RECORDS))
 
 demo-drift: install ## the monitoring loop end to end: train, serve, replay, detect drift, label, retrain
-	@$(PY) -m pipelines.demo_drift
+	@$(PY) -m ticketflow.pipelines.demo_drift
 
 schedule: install ## on a cluster: recurring drift check every 6 h (KFP_HOST=http://… [CRON="0 0 */6 * * *"])
 	@if [ -z "$(KFP_HOST)" ]; then echo "usage: make schedule KFP_HOST=http://<kfp api> [CRON='0 0 */6 * * *']" >&2; exit 2; fi
-	@$(PY) -m pipelines.schedule --host $(KFP_HOST) $(if $(CRON),--cron "$(CRON)")
+	@$(PY) -m ticketflow.pipelines.schedule --host $(KFP_HOST) $(if $(CRON),--cron "$(CRON)")
 
 compile: install ## write pipelines/training.yaml and pipelines/drift.yaml for the Kubeflow dashboard
-	@$(PY) -m pipelines.training
-	@$(PY) -m pipelines.drift
+	@$(PY) -m ticketflow.pipelines.training
+	@$(PY) -m ticketflow.pipelines.drift
 
 manifests: install ## render the GENERATED manifests: base/inference-service.yaml, monitoring/config-maps.yaml
-	@$(PY) -m serving.inference_service
-	@$(PY) -m monitoring.cluster_manifests
+	@$(PY) -m ticketflow.serving.inference_service
+	@$(PY) -m ticketflow.monitoring.cluster_manifests
 
 image: ## build the one image (every KFP component + the predictor): make image [IMAGE=…] [CONTAINER=podman]
 	$(CONTAINER) build -t $(IMAGE) --build-arg GIT_COMMIT=$$(git rev-parse HEAD) \

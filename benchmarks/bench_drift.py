@@ -37,10 +37,10 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    from components.config import BUNDLED_EMBEDDING_MODEL
-    from components.embed import VectorStore, embed_with_cache, load_sentence_model
-    from components.prepare import text_hash
-    from monitoring.drift import check_drift
+    from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL
+    from ticketflow.components.embed import VectorStore, embed_with_cache, load_sentence_model
+    from ticketflow.components.prepare import text_hash
+    from ticketflow.monitoring.drift import check_drift
 
     torch.set_num_threads(2)
     size, repeats = (2000, 2) if args.quick else (10_000, 3)

@@ -166,7 +166,7 @@ def load_texts(path: Path) -> list[str]:
 
     Malformed rows (more fields than the header) and empty texts are skipped.
     """
-    from components.prepare import normalise_whitespace
+    from ticketflow.components.prepare import normalise_whitespace
 
     texts: dict[str, None] = {}
     with path.open(newline="", encoding="utf-8") as f:
@@ -189,12 +189,11 @@ def batch_texts(texts: Sequence[str], index: int, size: int, offset: int = 0) ->
 def train_home(home: Path, log_dir: Path) -> float:
     """Trains a model into a fresh home with the real CLI; returns the wall time."""
     env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
-    env["PYTHONPATH"] = str(ROOT)
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with (log_dir / "train.log").open("w") as out:
         proc = subprocess.run(
-            [sys.executable, "-m", "pipelines.cli", "--home", str(home), "run"],
+            [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), "run"],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -283,7 +282,7 @@ def instrumented(clf, loaded) -> Iterator[StageTimer]:
     Yields:
         The timer; reset `spent` before each call.
     """
-    import serving.predictor as predictor_module
+    import ticketflow.serving.predictor as predictor_module
 
     timer = StageTimer()
     patched = [
@@ -357,8 +356,8 @@ def bench_in_process(
     Returns:
         The figures.
     """
-    from components.embed import encode_texts
-    from serving.predictor import TicketBatch
+    from ticketflow.components.embed import encode_texts
+    from ticketflow.serving.predictor import TicketBatch
 
     loaded = clf.loaded
     encoder, embed_batch = loaded.model.encoder(clf.cfg.serving_embedding_backend), loaded.model.embed_batch_size
@@ -406,7 +405,7 @@ def bench_in_process(
 
 
 def _staged_call(clf, loaded, timer: StageTimer, texts: list[str], request_id: str) -> dict[str, float]:
-    from serving.predictor import TicketBatch
+    from ticketflow.serving.predictor import TicketBatch
 
     timer.spent.clear()
     t0 = time.perf_counter()
@@ -444,7 +443,6 @@ class Server:
         env.update(
             TICKETFLOW_HOME=str(home),
             TICKETFLOW_PREDICTION_LOG=prediction_log,
-            PYTHONPATH=str(ROOT),
             OMP_NUM_THREADS=str(TORCH_THREADS),
             MKL_NUM_THREADS=str(TORCH_THREADS),
         )
@@ -821,7 +819,7 @@ def bench_paired(clf, server: Server, texts: Sequence[str], n_single: int, n_bat
     """
     import requests
 
-    from serving.predictor import TicketBatch
+    from ticketflow.serving.predictor import TicketBatch
 
     out = Paired()
     headers = {"content-type": "application/json"}
@@ -905,7 +903,7 @@ def bench_http(
     """Starts the server, measures every cell, stops it with SIGTERM and counts the logged predictions."""
     import requests
 
-    from monitoring.request_log import PredictionLog
+    from ticketflow.monitoring.request_log import PredictionLog
 
     log_path = workdir / "server-predictions.db"
     for leftover in (log_path, *workdir.glob("server-predictions.db-*")):
@@ -1662,7 +1660,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(home, ignore_errors=True)
         trained["seconds"] = train_home(home, workdir / "logs")
 
-    if args.home is None and not stage("train a home (python -m pipelines.cli --home <tmp> run)", train, quiet=False):
+    if args.home is None and not stage(
+        "train a home (python -m ticketflow.pipelines.cli --home <tmp> run)", train, quiet=False
+    ):
         _finish(results, args, workdir, keep, digests)
         return 1
     # Measurements start on a quiet machine if it gets quiet within the wait (training above used it too).
@@ -1671,9 +1671,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.waited = time.perf_counter() - started - (trained["seconds"] or 0.0)
     results.facts["load average when measuring started (1/5/15 min)"] = common.load_average()
 
-    from components.config import TicketflowConfig
-    from monitoring.request_log import PredictionLog
-    from serving.predictor import TicketClassifier
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.monitoring.request_log import PredictionLog
+    from ticketflow.serving.predictor import TicketClassifier
 
     for leftover in workdir.glob("inprocess-predictions.db*"):
         leftover.unlink()
@@ -1699,7 +1699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.setup = {
         "model": f"`{MODEL}` version {clf.loaded.version if clf.loaded else '?'}, trained by "
         + (
-            f"`python -m pipelines.cli --home <tmp> run` on `data/sample_tickets.csv` in this run "
+            f"`python -m ticketflow.pipelines.cli --home <tmp> run` on `data/sample_tickets.csv` in this run "
             f"({trained['seconds']:.0f} s)"
             if trained["seconds"] is not None
             else f"an existing home `{home}`"
@@ -1719,7 +1719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(`TicketflowConfig.serving_embedding_backend`; encoder class `{encoder_class}`): with `onnx`, calls of "
         "fewer than 8 texts run on ONNX Runtime (the transformer exported in memory at load, vectors checked "
         "against PyTorch's) and larger ones on PyTorch, which is faster there; the server uses the same",
-        "server": "`python -m serving --host 127.0.0.1 --http_port <free> --reload_interval 0` (one uvicorn "
+        "server": "`python -m ticketflow.serving --host 127.0.0.1 --http_port <free> --reload_interval 0` (one uvicorn "
         f"process; predict runs on {results.inproc.executor_workers if results.inproc else '?'} model "
         "thread(s)); `OMP_NUM_THREADS="
         f"{TORCH_THREADS}`, `MKL_NUM_THREADS={TORCH_THREADS}` (torch intra-op threads {TORCH_THREADS}); request "

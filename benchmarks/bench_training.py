@@ -13,9 +13,9 @@ Writes `BENCHMARKS.md` at the repo root. Every figure is measured in the same ru
    train/test split (the `prepare-text` outputs of the run).
 2. The same on the customer support tickets for both targets (queue, priority), overall and per language;
    per-language figures of the pipeline come from the model the run registered in MLflow.
-3. Wall time of `python -m pipelines.cli --home <fresh> run --data <it_service>`, cold (empty vector store)
+3. Wall time of `python -m ticketflow.pipelines.cli --home <fresh> run --data <it_service>`, cold (empty vector store)
    and warm (same home again: vectors reused), with per-step times parsed from kfp.local's log.
-4. Throughput of `components.embed.embed_with_cache` with a fresh `VectorStore` against bare
+4. Throughput of `ticketflow.components.embed.embed_with_cache` with a fresh `VectorStore` against bare
    `SentenceTransformer.encode` on the same texts, batch size and torch thread count (alternating repeats,
    medians), the warm case (every vector reused), and where the step's extra time goes.
 
@@ -114,9 +114,9 @@ def subset_csv(source: Path, rows: int | None, out_dir: Path, name: str) -> Path
 
 def recreate_split(data: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Ingest + prepare in-process with the CLI's default configuration: (tickets, train, test)."""
-    from components.config import TicketflowConfig
-    from components.ingest import ingest_tickets
-    from components.prepare import prepare_tickets
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.components.ingest import ingest_tickets
+    from ticketflow.components.prepare import prepare_tickets
 
     cfg = TicketflowConfig()
     result = ingest_tickets(data, cfg)
@@ -134,7 +134,7 @@ def same_split(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 
 @dataclass
 class PipelineRun:
-    """One `pipelines.cli run` subprocess: wall time, per-step times and what it printed last."""
+    """One `ticketflow.pipelines.cli run` subprocess: wall time, per-step times and what it printed last."""
 
     label: str
     command: list[str]
@@ -168,10 +168,9 @@ def parse_step_times(lines: Sequence[str]) -> dict[str, float]:
 
 
 def run_pipeline(label: str, home: Path, data: Path, logs: Path) -> PipelineRun:
-    command = [sys.executable, "-m", "pipelines.cli", "--home", str(home), "run", "--data", str(data)]
+    command = [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), "run", "--data", str(data)]
     run = PipelineRun(label, command, home)
     env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
-    env["PYTHONPATH"] = str(ROOT)
     logs.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
     run.log_file = logs / f"{slug}.stdout.log"
@@ -214,7 +213,7 @@ def load_registered_model(home: Path, version: str):
     """The `TicketModel` inside a registered MLflow version of the run's home."""
     import mlflow
 
-    from components.config import TicketflowConfig
+    from ticketflow.components.config import TicketflowConfig
 
     cfg = TicketflowConfig(home=str(home))
     mlflow.set_tracking_uri(cfg.tracking_uri)
@@ -356,7 +355,7 @@ def evaluate_dataset(
     by_language: bool,
 ) -> DatasetResult:
     """Baseline on the run's own split, pipeline metrics from its JSON, checks against the registered model."""
-    from components.embed import VectorStore
+    from ticketflow.components.embed import VectorStore
 
     run = runs[0]
     assert run.run_dir is not None
@@ -507,10 +506,10 @@ class EmbedResult:
 def instrumented(store, timings: dict[str, float]) -> Iterator[None]:
     """Times the Chroma get, the encode and the Chroma upsert inside one `embed_with_cache` call.
 
-    Wraps the store's methods on this instance and `components.embed.encode_texts` for the duration only;
+    Wraps the store's methods on this instance and `ticketflow.components.embed.encode_texts` for the duration only;
     the code under test is not changed.
     """
-    import components.embed as embed_module
+    import ticketflow.components.embed as embed_module
 
     def timed(name: str, fn: Callable) -> Callable:
         def wrapper(*args, **kwargs):
@@ -565,9 +564,9 @@ def chroma_roundtrip(vectors: np.ndarray, scratch: Path) -> dict[str, dict[str, 
 def bench_embed(model, texts: list[str], threads: int, repeats: int, scratch: Path) -> EmbedResult:
     import torch
 
-    from components.config import BUNDLED_EMBEDDING_MODEL
-    from components.embed import VectorStore, embed_with_cache
-    from components.prepare import text_hash
+    from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL
+    from ticketflow.components.embed import VectorStore, embed_with_cache
+    from ticketflow.components.prepare import text_hash
 
     torch.set_num_threads(threads)
     say(f"  embed @ {torch.get_num_threads()} torch thread(s): warm-up encode")
@@ -765,7 +764,7 @@ def _quality_section(ds: DatasetResult, number: int, results: Results) -> list[s
         "scoring='f1_macro', cv=StratifiedKFold(3, shuffle=True, random_state=42), n_jobs=1)` under "
         "`threadpool_limits(1)` (one BLAS/OpenMP thread), refit on the "
         "whole train split; trained on the pipeline's `text` column (the same merged text the pipeline trains on).",
-        "- Macro-F1 is over the classes present in the slice's true labels (as `components.evaluate` computes it).",
+        "- Macro-F1 is over the classes present in the slice's true labels (as `components/evaluate.py` computes it).",
         "",
     ]
     header = ["target", "slice", "test rows", "pipeline acc", "pipeline macro-F1", "baseline acc"]
@@ -907,7 +906,7 @@ def _embed_section(results: Results) -> list[str]:
         "",
         "- **bare**: `SentenceTransformer.encode(texts, batch_size=64, normalize_embeddings=True, "
         "convert_to_numpy=True)` (the same call the step makes).",
-        "- **step (fresh store)**: `components.embed.embed_with_cache(texts, hashes, 'bundled:all-MiniLM-L6-v2', "
+        "- **step (fresh store)**: `embed_with_cache(texts, hashes, 'bundled:all-MiniLM-L6-v2', "
         "store, 64, model=model)` with a new `VectorStore` in a fresh temp folder each repeat: Chroma lookup "
         "(all misses), encode, upsert into the cache collection, stack. Opening the store and computing the "
         "hashes (done by prepare) are timed separately, not in the ratio.",
@@ -1197,8 +1196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cs_data = subset_csv(cs_file, args.cs_rows, workdir / "data", "customer_support_subset.csv")
 
     def embed_stage() -> None:
-        from components.config import BUNDLED_EMBEDDING_MODEL
-        from components.embed import load_sentence_model
+        from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL
+        from ticketflow.components.embed import load_sentence_model
 
         _, train, test = recreate_split(it_data)
         pool = pd.concat([train, test], ignore_index=True)

@@ -46,8 +46,6 @@ def enter_repo(foreign_env: Sequence[str]) -> None:
         foreign_env: Environment variables to remove (they would point runs at another home, store or model).
     """
     os.chdir(ROOT)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     for name in foreign_env:
         os.environ.pop(name, None)
 

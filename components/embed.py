@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.config import BUNDLED_EMBEDDING_MODEL
+from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def load_sentence_model(name: str, backend: str = "torch"):
 
     Args:
         name: Configured model name (see `resolve_model_path`).
-        backend: `torch`, or `onnx` for the same model run by ONNX Runtime (see `components.onnx_encoder`;
+        backend: `torch`, or `onnx` for the same model run by ONNX Runtime (see `ticketflow.components.onnx_encoder`;
             PyTorch is kept when the model cannot be reproduced there).
 
     Returns:
@@ -68,7 +68,7 @@ def load_sentence_model(name: str, backend: str = "torch"):
     except OSError as exc:
         raise OSError(f"cannot load embedding model {name!r}: {exc}") from exc
     if backend == "onnx":
-        from components.onnx_encoder import onnx_encoder
+        from ticketflow.components.onnx_encoder import onnx_encoder
 
         return onnx_encoder(model)
     return model
@@ -300,8 +300,8 @@ def embed_split_tickets(train_path: str, test_path: str, report_path: str, out_p
     """
     import time
 
-    from components.ingest import TICKET_ID, load_mapping
-    from components.prepare import TEXT, TEXT_HASH, dataset_fingerprint
+    from ticketflow.components.ingest import TICKET_ID, load_mapping
+    from ticketflow.components.prepare import TEXT, TEXT_HASH, dataset_fingerprint
 
     train, test = pd.read_parquet(train_path), pd.read_parquet(test_path)
     mapping = load_mapping(report_path)

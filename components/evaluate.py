@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from components.model import TicketModel
-from components.prepare import TEXT
+from ticketflow.components.model import TicketModel
+from ticketflow.components.prepare import TEXT
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ def evaluate_from_files(
     """
     import joblib
 
-    from components.embed import load_split_vectors
+    from ticketflow.components.embed import load_split_vectors
 
     model: TicketModel = joblib.load(model_path)
     test = pd.read_parquet(test_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from components.config import TicketflowConfig
+from ticketflow.components.config import TicketflowConfig
 
 log = logging.getLogger(__name__)
 

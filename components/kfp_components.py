@@ -11,7 +11,7 @@ import os
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.config import TicketflowConfig
+from ticketflow.components.config import TicketflowConfig
 
 # Compile-time choice of image; kfp.local's SubprocessRunner ignores it and runs in this environment.
 BASE_IMAGE = os.environ.get("TICKETFLOW_IMAGE") or TicketflowConfig().image
@@ -47,8 +47,8 @@ def ingest_tickets(
     """
     import logging
 
-    from components.config import TicketflowConfig
-    from components.ingest import ingest_tickets as run_ingest
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.components.ingest import ingest_tickets as run_ingest
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     columns = tuple(c.strip() for c in text_columns.split(",") if c.strip())
@@ -91,8 +91,8 @@ def prepare_text(
 
     import pandas as pd
 
-    from components.ingest import load_mapping
-    from components.prepare import prepare_tickets
+    from ticketflow.components.ingest import load_mapping
+    from ticketflow.components.prepare import prepare_tickets
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     mapping = load_mapping(ingest_report.path)
@@ -130,8 +130,8 @@ def embed_tickets(
     """
     import logging
 
-    from components.config import TicketflowConfig
-    from components.embed import embed_split_tickets
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.components.embed import embed_split_tickets
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = TicketflowConfig.from_env(
@@ -167,8 +167,8 @@ def train_classifier(
     """
     import logging
 
-    from components.config import TicketflowConfig
-    from components.train import train_from_files
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.components.train import train_from_files
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = TicketflowConfig.from_env(embedding_model=embedding_model, embed_batch_size=batch_size, seed=seed)
@@ -203,7 +203,7 @@ def evaluate_classifier(
     """
     import logging
 
-    from components.evaluate import evaluate_from_files
+    from ticketflow.components.evaluate import evaluate_from_files
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = evaluate_from_files(
@@ -255,8 +255,8 @@ def register_classifier(
     import json
     import logging
 
-    from components.config import TicketflowConfig
-    from components.register import register_from_files
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.components.register import register_from_files
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = TicketflowConfig.from_env(
@@ -314,8 +314,8 @@ def check_for_drift(
     import json
     import logging
 
-    from components.config import TicketflowConfig
-    from monitoring.drift import DriftThresholds, export_metrics, run_drift_check
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.monitoring.drift import DriftThresholds, export_metrics, run_drift_check
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     thresholds = DriftThresholds(
@@ -368,8 +368,8 @@ def assemble_retraining_data(data_dir: str) -> str:
     import time
     from pathlib import Path
 
-    from components.config import TicketflowConfig
-    from monitoring.drift import assemble_retraining_data as assemble
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.monitoring.drift import assemble_retraining_data as assemble
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = TicketflowConfig.from_env()

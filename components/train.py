@@ -7,10 +7,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from components.config import TicketflowConfig
-from components.ingest import ColumnMapping
-from components.model import FusionClassifier, TicketModel, feature_frame
-from components.prepare import TEXT
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.ingest import ColumnMapping
+from ticketflow.components.model import FusionClassifier, TicketModel, feature_frame
+from ticketflow.components.prepare import TEXT
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ def train_from_files(
     """
     import joblib
 
-    from components.embed import load_split_vectors
-    from components.ingest import load_mapping
+    from ticketflow.components.embed import load_split_vectors
+    from ticketflow.components.ingest import load_mapping
 
     train_vectors, _ = load_split_vectors(embeddings_path)
     model = fit_ticket_model(pd.read_parquet(train_path), train_vectors, load_mapping(report_path), cfg, collection)

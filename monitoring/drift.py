@@ -392,7 +392,7 @@ def load_champion_reference(cfg) -> Champion:
     import mlflow
     from mlflow import MlflowClient
 
-    from components.register import load_champion
+    from ticketflow.components.register import load_champion
 
     mlflow.set_tracking_uri(cfg.tracking_uri)
     client = MlflowClient()
@@ -407,7 +407,7 @@ def load_champion_reference(cfg) -> Champion:
 
 def read_window(log_uri: str, hours: float, records: int) -> pd.DataFrame:
     """The window of served tickets: the last `records` (when > 0), else the last `hours`."""
-    from monitoring.request_log import PredictionLog
+    from ticketflow.monitoring.request_log import PredictionLog
 
     log_ = PredictionLog(log_uri)
     try:
@@ -435,9 +435,9 @@ def run_drift_check(
     Returns:
         The verdict (with live accuracy on corrected tickets) and the HTML report.
     """
-    from components.embed import VectorStore
-    from components.prepare import TEXT
-    from monitoring.feedback import FeedbackStore, feedback_uri
+    from ticketflow.components.embed import VectorStore
+    from ticketflow.components.prepare import TEXT
+    from ticketflow.monitoring.feedback import FeedbackStore, feedback_uri
 
     champion = load_champion_reference(cfg)
     model = champion.model
@@ -477,7 +477,7 @@ def run_drift_check(
 
 
 def export_metrics(result: DriftResult, cfg, pushgateway: str = "") -> str:
-    """Publishes the check's scores as Prometheus metrics (names from `monitoring.metrics_catalog`).
+    """Publishes the check's scores as Prometheus metrics (names from `ticketflow.monitoring.metrics_catalog`).
 
     Args:
         result: The check's verdict.
@@ -491,7 +491,7 @@ def export_metrics(result: DriftResult, cfg, pushgateway: str = "") -> str:
 
     from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
-    from monitoring.metrics_catalog import DRIFT_METRICS
+    from ticketflow.monitoring.metrics_catalog import DRIFT_METRICS
 
     registry = CollectorRegistry()
     names = set(DRIFT_METRICS)
@@ -543,7 +543,7 @@ def assemble_retraining_data(cfg, out_path: str) -> dict[str, object]:
     import mlflow
     from mlflow import MlflowClient
 
-    from monitoring.feedback import FeedbackStore, feedback_uri
+    from ticketflow.monitoring.feedback import FeedbackStore, feedback_uri
 
     champion = load_champion_reference(cfg)
     targets = list(champion.model.targets)
@@ -557,7 +557,7 @@ def assemble_retraining_data(cfg, out_path: str) -> dict[str, object]:
     previous = previous[columns]
     store = FeedbackStore(feedback_uri(cfg))
     corrected = store.labelled_tickets() if store.labelled_ticket_ids() else pd.DataFrame(columns=["ticket_id"])
-    from monitoring.request_log import PredictionLog
+    from ticketflow.monitoring.request_log import PredictionLog
 
     served = PredictionLog(cfg.prediction_log)
     for target in targets:

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from components.config import TicketflowConfig
-    from monitoring.request_log import PredictionLog
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.monitoring.request_log import PredictionLog
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """Command line of the embedded default: run the training pipeline with kfp.local, score files, move aliases.
 
-    python -m pipelines.cli run [--data FILE] [--category-column C] ...
-    python -m pipelines.cli predict --data IN --out OUT
-    python -m pipelines.cli promote --version N
-    python -m pipelines.cli rollback
-    python -m pipelines.cli drift [--window-hours H | --window-records N]
-    python -m pipelines.cli feedback --ticket-id ID --label category=Network [--label priority=high]
-    python -m pipelines.cli review-queue [--limit N] [--json]
+    python -m ticketflow.pipelines.cli run [--data FILE] [--category-column C] ...
+    python -m ticketflow.pipelines.cli predict --data IN --out OUT
+    python -m ticketflow.pipelines.cli promote --version N
+    python -m ticketflow.pipelines.cli rollback
+    python -m ticketflow.pipelines.cli drift [--window-hours H | --window-records N]
+    python -m ticketflow.pipelines.cli feedback --ticket-id ID --label category=Network [--label priority=high]
+    python -m ticketflow.pipelines.cli review-queue [--limit N] [--json]
 
 `run` prints a line per step, a short human summary, and as its last line of stdout one JSON object.
 """
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from components.config import TicketflowConfig
+from ticketflow.components.config import TicketflowConfig
 
 log = logging.getLogger("ticketflow")
 
@@ -37,7 +37,7 @@ def _use_home(args: argparse.Namespace) -> TicketflowConfig:
 
 def run_training(args: argparse.Namespace) -> dict[str, object]:
     """Runs the training pipeline through kfp.local's SubprocessRunner and returns its summary."""
-    from pipelines.training import training_pipeline
+    from ticketflow.pipelines.training import training_pipeline
 
     cfg = _use_home(args)
     data = Path(args.data).resolve()
@@ -93,9 +93,6 @@ def _init_local_runner(cfg: TicketflowConfig) -> Path:
 
     runs = Path(cfg.home) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    # Project modules must import in each task's subprocess, whatever the caller's working directory.
-    root = str(Path(__file__).resolve().parents[1])
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs))
     return runs
 
@@ -117,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     """`predict`: score a file with the champion and write it with prediction columns added."""
-    from components.predict import score_file
+    from ticketflow.components.predict import score_file
 
     cfg = _use_home(args)
     result = score_file(args.data, args.out, cfg)
@@ -126,14 +123,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_promote(args: argparse.Namespace) -> None:
     """`promote`: move champion to a version by hand."""
-    from components.register import promote
+    from ticketflow.components.register import promote
 
     print(promote(_use_home(args), str(args.version)))
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
     """`rollback`: move champion back to the previous champion."""
-    from components.register import rollback
+    from ticketflow.components.register import rollback
 
     print(rollback(_use_home(args)))
 
@@ -143,7 +140,7 @@ def cmd_champion(args: argparse.Namespace) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    from components.register import alias_version
+    from ticketflow.components.register import alias_version
 
     cfg = _use_home(args)
     mlflow.set_tracking_uri(cfg.tracking_uri)
@@ -163,8 +160,8 @@ def _label(text: str) -> tuple[str, str]:
 
 def cmd_feedback(args: argparse.Namespace) -> None:
     """`feedback`: record the true labels of a logged ticket; prints the stored record as one JSON object."""
-    from monitoring.feedback import FeedbackStore, InvalidFeedbackError, feedback_uri
-    from monitoring.request_log import PredictionLog
+    from ticketflow.monitoring.feedback import FeedbackStore, InvalidFeedbackError, feedback_uri
+    from ticketflow.monitoring.request_log import PredictionLog
 
     cfg = _use_home(args)
     labels: dict[str, str] = {}
@@ -180,8 +177,8 @@ def cmd_feedback(args: argparse.Namespace) -> None:
 
 def cmd_review_queue(args: argparse.Namespace) -> None:
     """`review-queue`: the logged tickets flagged for review and not yet labelled, least confident first."""
-    from monitoring.feedback import FeedbackStore, feedback_uri, review_items
-    from monitoring.request_log import PredictionLog
+    from ticketflow.monitoring.feedback import FeedbackStore, feedback_uri, review_items
+    from ticketflow.monitoring.request_log import PredictionLog
 
     cfg = _use_home(args)
     items = review_items(FeedbackStore(feedback_uri(cfg)).review_queue(PredictionLog(cfg.prediction_log), args.limit))
@@ -204,7 +201,7 @@ def _registry_state(cfg: TicketflowConfig) -> tuple[str | None, int]:
     import mlflow
     from mlflow import MlflowClient
 
-    from components.register import alias_version
+    from ticketflow.components.register import alias_version
 
     mlflow.set_tracking_uri(cfg.tracking_uri)
     client = MlflowClient()
@@ -214,7 +211,7 @@ def _registry_state(cfg: TicketflowConfig) -> tuple[str | None, int]:
 
 def cmd_drift(args: argparse.Namespace) -> None:
     """`drift`: one drift check (and a retrain when drift is found) through kfp.local."""
-    from pipelines.drift import drift_pipeline
+    from ticketflow.pipelines.drift import drift_pipeline
 
     cfg = _use_home(args)
     champion_before, versions_before = _registry_state(cfg)

@@ -9,7 +9,7 @@ def compile_to(pipeline_func, path: str) -> str:
     """Compiles a `@dsl.pipeline` function to an IR YAML file.
 
     Args:
-        pipeline_func: The pipeline (e.g. `pipelines.training.training_pipeline`).
+        pipeline_func: The pipeline (e.g. `ticketflow.pipelines.training.training_pipeline`).
         path: Output file.
 
     Returns:

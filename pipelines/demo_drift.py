@@ -45,7 +45,7 @@ def generated_tickets(seeds: range) -> list[dict[str, str]]:
 def cli(home: Path, *args: str) -> dict:
     """Runs the project's CLI and returns its last JSON line."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "--home", str(home), *args],
+        [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -65,10 +65,10 @@ def free_port() -> int:
 
 def start_server(home: Path, port: int, token: str) -> subprocess.Popen:
     """Starts the predictor and waits until it is ready."""
-    env = {**os.environ, "TICKETFLOW_HOME": str(home), "TICKETFLOW_API_TOKEN": token, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "TICKETFLOW_HOME": str(home), "TICKETFLOW_API_TOKEN": token}
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--http_port", str(port), "--reload_interval", "0"],
+        [sys.executable, "-m", "ticketflow.serving", "--http_port", str(port), "--reload_interval", "0"],
         cwd=ROOT,
         env=env,
         stdout=log,

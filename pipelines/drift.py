@@ -1,16 +1,17 @@
 """The drift pipeline: check a window of served tickets; when they drifted, retrain behind the quality gate.
 
-Compile with `python -m pipelines.drift` (writes `pipelines/drift.yaml`); `make schedule` runs it every 6 hours
+Compile with `python -m ticketflow.pipelines.drift` (writes `pipelines/drift.yaml`);
+`make schedule` runs it every 6 hours
 on Kubeflow as a recurring run. Every task reads changing data (the prediction log, the registry), so
 caching is off for all of them: a cached drift verdict is the classic stale-recurring-run mistake.
 """
 
 from kfp import dsl
 
-from components.kfp_components import assemble_retraining_data, check_for_drift, read_drift_verdict
-from monitoring.drift import DriftThresholds
-from pipelines.compile_yaml import compile_to
-from pipelines.training import training_pipeline
+from ticketflow.components.kfp_components import assemble_retraining_data, check_for_drift, read_drift_verdict
+from ticketflow.monitoring.drift import DriftThresholds
+from ticketflow.pipelines.compile_yaml import compile_to
+from ticketflow.pipelines.training import training_pipeline
 
 THRESHOLDS = DriftThresholds()
 PIPELINE_NAME = "ticketflow-drift-check"

@@ -1,6 +1,6 @@
 """`make schedule`: a Kubeflow Pipelines recurring run of the drift pipeline (every 6 hours by default).
 
-    python -m pipelines.schedule --host http://localhost:8080 [--cron "0 0 */6 * * *"] [--namespace kubeflow]
+    python -m ticketflow.pipelines.schedule --host http://localhost:8080 [--cron "0 0 */6 * * *"] [--namespace kubeflow]
 
 KFP's cron has six fields, seconds first. Caching is switched off for the whole run: every run reads new
 traffic and the live registry, and a cached drift verdict would silently repeat the first one.
@@ -76,7 +76,9 @@ def create_schedule(client, schedule: DriftSchedule):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m pipelines.schedule", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ticketflow.pipelines.schedule", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. http://localhost:8080")
     parser.add_argument("--cron", default=DEFAULT_CRON, help=f"six-field cron, seconds first (default {DEFAULT_CRON})")
     parser.add_argument("--namespace", default="kubeflow")

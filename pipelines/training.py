@@ -1,13 +1,14 @@
 """The training pipeline: ingest → prepare → embed → train → evaluate → register.
 
-Compile with `python -m pipelines.training` (or `make compile`): writes `pipelines/training.yaml`, which a user
-uploads in the Kubeflow dashboard. The same function runs on the embedded default through `kfp.local`.
+Compile with `python -m ticketflow.pipelines.training` (or `make compile`): writes
+`pipelines/training.yaml`, which a user uploads in the Kubeflow dashboard. The same function runs on the
+embedded default through `kfp.local`.
 """
 
 from kfp import dsl
 
-from components.config import TicketflowConfig
-from components.kfp_components import (
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.kfp_components import (
     embed_tickets,
     evaluate_classifier,
     ingest_tickets,
@@ -15,7 +16,7 @@ from components.kfp_components import (
     register_classifier,
     train_classifier,
 )
-from pipelines.compile_yaml import compile_to
+from ticketflow.pipelines.compile_yaml import compile_to
 
 DEFAULTS = TicketflowConfig()
 PIPELINE_NAME = "ticketflow-training"

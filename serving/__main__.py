@@ -1,4 +1,4 @@
-"""Starts the ticket predictor: `python -m serving [--model_name NAME] [--http_port 8080] [--host 127.0.0.1]`.
+"""Starts the ticket predictor: `ticketflow serve [--host 127.0.0.1] [--port 8080]`.
 
 It serves the MLflow model behind the `champion` alias (tracking URI from `MLFLOW_TRACKING_URI`, else the
 embedded sqlite file), or `--model_dir` (what a KServe `storageUri` delivers at /mnt/models). It binds
@@ -64,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from kserve.errors import ModelMissingError
 
-    from components.config import TicketflowConfig
-    from monitoring.feedback import FeedbackStore, feedback_uri
-    from monitoring.request_log import PredictionLog
-    from serving.predictor import TicketClassifier
-    from serving.server import build_app, serve
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.monitoring.feedback import FeedbackStore, feedback_uri
+    from ticketflow.monitoring.request_log import PredictionLog
+    from ticketflow.serving.predictor import TicketClassifier
+    from ticketflow.serving.server import build_app, serve
 
     cfg = TicketflowConfig.from_env(registered_model_name=args.model_name, champion_alias=args.model_alias)
     interval = cfg.reload_interval_seconds if args.reload_interval is None else args.reload_interval

@@ -22,10 +22,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from monitoring.feedback import FeedbackStore, InvalidFeedbackError, UnknownTicketError, review_items
-from monitoring.request_log import PredictionLog
-from serving.predictor import REJECTED
-from serving.server import authorise, mark_counted
+from ticketflow.monitoring.feedback import FeedbackStore, InvalidFeedbackError, UnknownTicketError, review_items
+from ticketflow.monitoring.request_log import PredictionLog
+from ticketflow.serving.predictor import REJECTED
+from ticketflow.serving.server import authorise, mark_counted
 
 log = logging.getLogger(__name__)
 

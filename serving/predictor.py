@@ -26,12 +26,12 @@ from kserve.errors import InferenceError, InvalidInput, ModelMissingError
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Counter, Gauge, Histogram
 
-from components.config import TicketflowConfig
-from components.embed import VectorStore, encode_texts
-from components.model import TicketModel
-from components.prepare import normalise_whitespace
-from monitoring.request_log import PredictionLog, PredictionRecord
-from serving.privacy import mask_personal_data
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.embed import VectorStore, encode_texts
+from ticketflow.components.model import TicketModel
+from ticketflow.components.prepare import normalise_whitespace
+from ticketflow.monitoring.request_log import PredictionLog, PredictionRecord
+from ticketflow.serving.privacy import mask_personal_data
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ RELOADS = Counter("ticketflow_model_reloads_total", "Attempts to load a new cham
 
 def reject(reason: str, message: str) -> InvalidInput:
     """Counts a rejected request and returns the 400 error to raise."""
-    from serving.server import mark_counted
+    from ticketflow.serving.server import mark_counted
 
     REJECTED.labels(reason=reason).inc()
     mark_counted()
@@ -132,7 +132,7 @@ class TicketClassifier(Model):
         import mlflow
         from mlflow import MlflowClient
 
-        from components.register import alias_version
+        from ticketflow.components.register import alias_version
 
         mlflow.set_tracking_uri(self.cfg.tracking_uri)
         return alias_version(MlflowClient(), self.cfg.registered_model_name, self.cfg.champion_alias)

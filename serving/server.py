@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 
-from serving.predictor import FAILED, REJECTED, TicketClassifier
+from ticketflow.serving.predictor import FAILED, REJECTED, TicketClassifier
 
 if TYPE_CHECKING:
-    from monitoring.feedback import FeedbackStore
+    from ticketflow.monitoring.feedback import FeedbackStore
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def build_app(
     app: FastAPI = kserve_server.app
     app.include_router(control_router(model, api_token))
     if feedback_store is not None:
-        from serving.feedback_routes import feedback_router  # it imports this module
+        from ticketflow.serving.feedback_routes import feedback_router  # it imports this module
 
         if model.request_log is None:
             raise ValueError("the feedback routes need the prediction log, and the model has none")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import TicketflowConfig
+from ticketflow.components.config import TicketflowConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample_tickets.csv"

@@ -12,13 +12,13 @@ from tests.conftest import ROOT
 
 
 def cli_args(*make_args: str) -> list[str]:
-    """The argument list of the `pipelines.cli` command a make target would run."""
+    """The argument list of the `ticketflow.pipelines.cli` command a make target would run."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     dry_run = subprocess.run(
         ["make", "-n", *make_args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     ).stdout
-    line = next(line for line in dry_run.splitlines() if "-m pipelines.cli" in line)
+    line = next(line for line in dry_run.splitlines() if "-m ticketflow.pipelines.cli" in line)
     return shlex.split(line)
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import BUNDLED_EMBEDDING_MODEL
-from components.embed import (
+from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL
+from ticketflow.components.embed import (
     VectorStore,
     cache_collection_name,
     embed_with_cache,
@@ -18,7 +18,7 @@ from components.embed import (
     resolve_model_path,
     tickets_collection_name,
 )
-from components.prepare import text_hash
+from ticketflow.components.prepare import text_hash
 
 TEXTS = [
     "printer on floor 2 is jammed",

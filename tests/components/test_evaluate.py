@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from components.evaluate import (
+from ticketflow.components.evaluate import (
     Evaluation,
     ReviewThreshold,
     expected_calibration_error,

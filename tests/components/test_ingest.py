@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.config import TicketflowConfig
-from components.ingest import (
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.ingest import (
     REJECT_REASON,
     SOURCE_ROW,
     TICKET_ID,
@@ -367,7 +367,7 @@ def test_rare_classes_are_rejected_reported_and_logged(caplog):
     categories = ["Hardware"] * 3 + ["Billing"] * 3 + ["Network"] * 2 + ["HR"]
     frame = frame_of([{"body": f"ticket number {i}", "category": c} for i, c in enumerate(categories)])
     cfg = TicketflowConfig(min_class_examples=3)
-    with caplog.at_level(logging.WARNING, logger="components.ingest"):
+    with caplog.at_level(logging.WARNING, logger="ticketflow.components.ingest"):
         result = validate_tickets(frame, no_malformed(), cfg)
     assert result.report.rare_classes == {"category": {"Network": 2, "HR": 1}}
     rejected = result.rejected.set_index(SOURCE_ROW)[REJECT_REASON]
@@ -406,7 +406,7 @@ def test_fewer_than_two_usable_classes_raises(categories):
 
 def test_single_priority_class_drops_the_priority_target(caplog):
     rows = [{"body": f"t {i}", "category": c, "priority": "high"} for i, c in enumerate(["A", "A", "B", "B"])]
-    with caplog.at_level(logging.WARNING, logger="components.ingest"):
+    with caplog.at_level(logging.WARNING, logger="ticketflow.components.ingest"):
         result = validate_tickets(frame_of(rows), no_malformed(), SMALL)
     assert result.mapping.priority_column == ""
     assert result.mapping.label_columns == ("category",)

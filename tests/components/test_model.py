@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import BUNDLED_EMBEDDING_MODEL, TicketflowConfig
-from components.ingest import ColumnMapping
-from components.model import FusionClassifier, TicketModel, _fit_temperature, feature_frame
+from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL, TicketflowConfig
+from ticketflow.components.ingest import ColumnMapping
+from ticketflow.components.model import FusionClassifier, TicketModel, _fit_temperature, feature_frame
 
 CLASSES = ("Access", "Billing", "Network")
 WORDS = {
@@ -161,9 +161,9 @@ def test_single_class_raises(labels):
 
 
 def test_fits_the_smallest_two_class_set_ingest_accepts(tmp_path):
-    from components.ingest import REJECT_REASON, SOURCE_ROW, validate_tickets
-    from components.prepare import TEXT, prepare_tickets
-    from components.train import fit_ticket_model
+    from ticketflow.components.ingest import REJECT_REASON, SOURCE_ROW, validate_tickets
+    from ticketflow.components.prepare import TEXT, prepare_tickets
+    from ticketflow.components.train import fit_ticket_model
 
     # Two classes of exactly min_class_examples tickets pass ingest; the 0.2 split leaves 8 + 8 to train on.
     cfg = TicketflowConfig(home=str(tmp_path))
@@ -294,7 +294,7 @@ def test_predict_without_vectors_encodes_with_the_configured_model(fitted, prior
     encoder = FakeEncoder(dict(zip(texts, vectors, strict=True)))
     loaded = []
     monkeypatch.setattr(
-        "components.model.load_sentence_model", lambda name, backend="torch": loaded.append(name) or encoder
+        "ticketflow.components.model.load_sentence_model", lambda name, backend="torch": loaded.append(name) or encoder
     )
     model = ticket_model(fitted, priority_classifier)
     encoded = model.predict(texts)
@@ -327,10 +327,10 @@ SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_tickets.csv"
 
 @pytest.fixture(scope="module")
 def sample_model(tmp_path_factory):
-    from components.embed import encode_texts, load_sentence_model
-    from components.ingest import ingest_tickets
-    from components.prepare import TEXT, prepare_tickets
-    from components.train import fit_ticket_model
+    from ticketflow.components.embed import encode_texts, load_sentence_model
+    from ticketflow.components.ingest import ingest_tickets
+    from ticketflow.components.prepare import TEXT, prepare_tickets
+    from ticketflow.components.train import fit_ticket_model
 
     # Priority is left out: these cases are about the category, and it halves the training time.
     cfg = TicketflowConfig(home=str(tmp_path_factory.mktemp("home")), priority_column="none")
@@ -375,7 +375,8 @@ def test_a_new_version_shares_the_loaded_encoder_only_for_the_same_embedding_mod
 ):
     loads = []
     monkeypatch.setattr(
-        "components.model.load_sentence_model", lambda name, backend="torch": loads.append((name, backend)) or object()
+        "ticketflow.components.model.load_sentence_model",
+        lambda name, backend="torch": loads.append((name, backend)) or object(),
     )
     served = ticket_model(fitted, priority_classifier)
     retrained = ticket_model(fitted, priority_classifier)

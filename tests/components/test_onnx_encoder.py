@@ -7,10 +7,10 @@ import logging
 import numpy as np
 import pytest
 
-import components.onnx_encoder as onnx_module
-from components.config import BUNDLED_EMBEDDING_MODEL
-from components.embed import encode_texts, load_sentence_model
-from components.onnx_encoder import OnnxSentenceEncoder, onnx_encoder
+import ticketflow.components.onnx_encoder as onnx_module
+from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL
+from ticketflow.components.embed import encode_texts, load_sentence_model
+from ticketflow.components.onnx_encoder import OnnxSentenceEncoder, onnx_encoder
 
 # Mixed lengths, so that length-sorted batches must be put back in input order.
 TEXTS = [
@@ -65,7 +65,7 @@ def test_loading_by_backend_name(onnx_encoded) -> None:
 def test_a_model_it_cannot_reproduce_stays_on_pytorch(caplog: pytest.LogCaptureFixture) -> None:
     model = load_sentence_model(BUNDLED_EMBEDDING_MODEL)
     model[1].pooling_mode = "cls"
-    with caplog.at_level(logging.WARNING, logger="components.onnx_encoder"):
+    with caplog.at_level(logging.WARNING, logger="ticketflow.components.onnx_encoder"):
         assert onnx_encoder(model) is model
     assert "pooling 'cls'" in caplog.text
 
@@ -74,6 +74,6 @@ def test_vectors_outside_the_tolerance_keep_pytorch(
     torch_encoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(onnx_module, "TOLERANCE", -1.0)  # no difference can pass
-    with caplog.at_level(logging.WARNING, logger="components.onnx_encoder"):
+    with caplog.at_level(logging.WARNING, logger="ticketflow.components.onnx_encoder"):
         assert onnx_encoder(torch_encoder) is torch_encoder
     assert "vectors differ from PyTorch's" in caplog.text

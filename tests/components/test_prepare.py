@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.ingest import TICKET_ID, ColumnMapping
-from components.prepare import (
+from ticketflow.components.ingest import TICKET_ID, ColumnMapping
+from ticketflow.components.prepare import (
     RESOLUTION,
     SPLIT,
     TEXT,

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from components.config import TicketflowConfig
-from components.embed import encode_texts, load_sentence_model
-from components.evaluate import evaluate_model
-from components.ingest import ColumnMapping, ingest_tickets
-from components.prepare import TEXT, dataset_fingerprint, prepare_tickets
-from components.register import alias_version, move_champion, promote, register_model, rollback
-from components.train import fit_ticket_model
 from tests.conftest import SAMPLE
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.embed import encode_texts, load_sentence_model
+from ticketflow.components.evaluate import evaluate_model
+from ticketflow.components.ingest import ColumnMapping, ingest_tickets
+from ticketflow.components.prepare import TEXT, dataset_fingerprint, prepare_tickets
+from ticketflow.components.register import alias_version, move_champion, promote, register_model, rollback
+from ticketflow.components.train import fit_ticket_model
 
 
 @dataclasses.dataclass

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitoring.cluster_manifests import (
+from tests.monitoring.test_observability import run_promtool
+from ticketflow.monitoring.cluster_manifests import (
     DEFAULT_OUT_DIR,
     GRAFANA_DASHBOARDS_CONFIG_MAP,
     GRAFANA_DATASOURCES_CONFIG_MAP,
@@ -29,7 +30,6 @@ from monitoring.cluster_manifests import (
     render_config_maps,
     render_manifests,
 )
-from tests.monitoring.test_observability import run_promtool
 
 COMMITTED = DEFAULT_OUT_DIR / MANIFEST_FILE
 

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import BUNDLED_EMBEDDING_MODEL
-from components.embed import VectorStore, embed_with_cache
-from components.prepare import text_hash
-from monitoring.drift import DriftThresholds, check_drift, text_descriptors, vocabulary
+from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL
+from ticketflow.components.embed import VectorStore, embed_with_cache
+from ticketflow.components.prepare import text_hash
+from ticketflow.monitoring.drift import DriftThresholds, check_drift, text_descriptors, vocabulary
 
 WINDOWS, WINDOW_SIZE, REFERENCE = 20, 100, 1500
 HELD_OUT = "Purchase"

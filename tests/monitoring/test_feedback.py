@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.config import TicketflowConfig
-from monitoring.feedback import (
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.monitoring.feedback import (
     COLUMNS,
     FeedbackStore,
     InvalidFeedbackError,
@@ -23,7 +23,7 @@ from monitoring.feedback import (
     feedback_uri,
     review_items,
 )
-from monitoring.request_log import PredictionLog, PredictionRecord
+from ticketflow.monitoring.request_log import PredictionLog, PredictionRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
@@ -322,9 +322,9 @@ def test_the_store_can_share_the_prediction_logs_file(tmp_path: Path) -> None:
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETFLOW_")}
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "--home", str(home), *args],
+        [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), *args],
         cwd=ROOT,
-        env={**env, "PYTHONPATH": str(ROOT)},
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitoring.metrics_catalog import (
+from ticketflow.monitoring.metrics_catalog import (
     COUNTER,
     DRIFT_METRICS,
     EXPORTED_METRICS,
@@ -402,8 +402,8 @@ def registered_families() -> dict[str, str]:
 def test_serving_metrics_of_the_catalog_are_registered():
     from prometheus_client import REGISTRY
 
-    import serving.predictor
-    import serving.server  # the server's own metrics too, if it ever has some
+    import ticketflow.serving.predictor
+    import ticketflow.serving.server  # the server's own metrics too, if it ever has some
 
     families = registered_families()
     for name in [*SERVING_METRICS, *KSERVE_METRICS]:
@@ -412,18 +412,18 @@ def test_serving_metrics_of_the_catalog_are_registered():
         assert families.get(name) == EXPORTED_METRICS[name], f"{name}: registered as {families.get(name)}"
         collector = REGISTRY._names_to_collectors[series_names(name)[0]]
         assert tuple(collector._labelnames) == METRIC_LABELS[name], name
-    assert serving.predictor.PREDICTIONS is REGISTRY._names_to_collectors["ticketflow_predictions_total"]
+    assert ticketflow.serving.predictor.PREDICTIONS is REGISTRY._names_to_collectors["ticketflow_predictions_total"]
 
 
 def test_every_registered_serving_metric_is_in_the_catalog():
-    import serving.server  # noqa: F401
+    import ticketflow.serving.server  # noqa: F401
 
     ours = {name for name in registered_families() if name.startswith(("ticketflow_", "request_"))}
     assert ours - set(EXPORTED_METRICS) == set(), "add them to monitoring/metrics_catalog.py"
 
 
 def test_pending_metrics_are_not_exported_yet():
-    import serving.server  # noqa: F401
+    import ticketflow.serving.server  # noqa: F401
 
     now_exported = PENDING_METRICS & set(registered_families())
     assert not now_exported, f"{sorted(now_exported)} are exported now: take them out of PENDING_METRICS"

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.request_log import BASE_COLUMNS, PredictionLog, PredictionRecord
+from ticketflow.monitoring.request_log import BASE_COLUMNS, PredictionLog, PredictionRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
@@ -224,7 +224,7 @@ def test_exiting_without_close_still_writes_the_burst(uri):
         f"""
         import sys
         from datetime import datetime, timedelta, UTC
-        from monitoring.request_log import PredictionLog, PredictionRecord
+        from ticketflow.monitoring.request_log import PredictionLog, PredictionRecord
 
         plog = PredictionLog({uri!r}, batch_size=100_000, flush_interval=60.0)
         t0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -315,7 +315,7 @@ def test_a_failed_write_is_retried_and_nothing_is_lost(uri, tmp_path, caplog):
     blocker = tmp_path / "logs"
     blocker.write_text("a file where the log's folder should be")  # makes creating the log fail, even as root
     plog = PredictionLog(uri, flush_interval=FAST)
-    with caplog.at_level(logging.ERROR, logger="monitoring.request_log"):
+    with caplog.at_level(logging.ERROR, logger="ticketflow.monitoring.request_log"):
         plog.append([record(i) for i in range(10)])
         with pytest.raises(TimeoutError, match="not written"):
             plog.flush(timeout=0.5)

@@ -13,10 +13,10 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from components.config import TicketflowConfig
-from pipelines.compile_yaml import compile_to
-from pipelines.training import training_pipeline
 from tests.conftest import ROOT
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.pipelines.compile_yaml import compile_to
+from ticketflow.pipelines.training import training_pipeline
 
 STEPS = [
     "ingest-tickets",

@@ -17,17 +17,17 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from components.config import TicketflowConfig
-from monitoring.request_log import PredictionLog
-from pipelines.compile_yaml import compile_to
-from pipelines.drift import drift_pipeline
-from serving.predictor import TicketBatch, TicketClassifier
 from tests.conftest import ROOT
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.monitoring.request_log import PredictionLog
+from ticketflow.pipelines.compile_yaml import compile_to
+from ticketflow.pipelines.drift import drift_pipeline
+from ticketflow.serving.predictor import TicketBatch, TicketClassifier
 
 
 def run_cli(home: Path, *args: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "--home", str(home), *args],
+        [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

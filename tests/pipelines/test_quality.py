@@ -16,12 +16,12 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
-from components.config import TicketflowConfig
-from components.embed import VectorStore, embed_with_cache
-from components.evaluate import evaluate_model
-from components.ingest import ingest_tickets, read_tickets, validate_tickets
-from components.prepare import TEXT, TEXT_HASH, prepare_tickets
-from components.train import fit_ticket_model
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.embed import VectorStore, embed_with_cache
+from ticketflow.components.evaluate import evaluate_model
+from ticketflow.components.ingest import ingest_tickets, read_tickets, validate_tickets
+from ticketflow.components.prepare import TEXT, TEXT_HASH, prepare_tickets
+from ticketflow.components.train import fit_ticket_model
 
 ROWS = 4000
 

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines.schedule import DEFAULT_CRON, DriftSchedule, create_schedule
 from tests.conftest import ROOT
+from ticketflow.pipelines.schedule import DEFAULT_CRON, DriftSchedule, create_schedule
 
 
 class RecordingClient:

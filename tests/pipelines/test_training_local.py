@@ -17,16 +17,16 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from components.embed import VectorStore, cache_collection_name
-from components.register import HISTORY_TAG
 from tests.conftest import ROOT, SAMPLE
+from ticketflow.components.embed import VectorStore, cache_collection_name
+from ticketflow.components.register import HISTORY_TAG
 
 MODEL = "ticket-classifier"
 
 
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "--home", str(home), *args],
+        [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

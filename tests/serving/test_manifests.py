@@ -29,14 +29,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from monitoring.cluster_manifests import (
+from tests.conftest import SHARED_DATA, shared_file
+from ticketflow.monitoring.cluster_manifests import (
     GRAFANA_DASHBOARDS_CONFIG_MAP,
     GRAFANA_DATASOURCES_CONFIG_MAP,
     GRAFANA_PROVIDERS_CONFIG_MAP,
     PROMETHEUS_CONFIG_MAP,
 )
-from pipelines.schedule import DriftSchedule
-from serving.inference_service import (
+from ticketflow.pipelines.schedule import DriftSchedule
+from ticketflow.serving.inference_service import (
     CONTAINER_NAME,
     HEADER,
     MANIFEST_FILE,
@@ -48,7 +49,6 @@ from serving.inference_service import (
     render_inference_service,
     render_manifests,
 )
-from tests.conftest import SHARED_DATA, shared_file
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -297,7 +297,7 @@ def isvc_validator() -> jsonschema.protocols.Validator:
 def test_committed_inference_service_is_what_the_builder_renders():
     committed = (BASE / MANIFEST_FILE).read_text(encoding="utf-8")
     assert committed == render_inference_service(ServingDeployment()), (
-        "manifests/base/inference-service.yaml is stale or hand-edited: run `python -m serving.inference_service`"
+        "manifests/base/inference-service.yaml is stale or hand-edited: run `make manifests`"
     )
     assert committed.startswith(HEADER)
     assert "Do not edit by hand" in committed
@@ -567,7 +567,7 @@ def test_kubectl_kustomize_builds_what_the_checks_above_assume(folder: Path, isv
 def test_registry_alias_when_there_is_no_storage_uri():
     isvc = build_inference_service(ServingDeployment(registry_alias="challenger"))
     args = container(isvc)["args"]
-    assert container(isvc)["command"] == ["python", "-m", "serving"]
+    assert container(isvc)["command"] == ["python", "-m", "ticketflow.serving"]
     assert args[args.index("--model_alias") + 1] == "challenger"
     assert "--model_dir" not in args
     assert "STORAGE_URI" not in env_of(isvc)
@@ -685,7 +685,7 @@ def test_dockerfile_agrees_with_the_inference_service():
         assert f"COPY {folder}/ /app/{folder}/" in text
     assert f"USER {settings.run_as_user}:{settings.run_as_user}" in text
     assert f"EXPOSE {settings.port}" in text
-    assert 'CMD ["python", "-m", "serving", "--http_port", "8080", "--host", "0.0.0.0"]' in text
+    assert 'CMD ["python", "-m", "ticketflow.serving", "--http_port", "8080", "--host", "0.0.0.0"]' in text
     assert "ENTRYPOINT" not in text  # KFP's command and the InferenceService's command replace the CMD whole
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".git", ".venv", ".ticketflow", ".pytest_cache", ".ruff_cache"} <= set(ignored)

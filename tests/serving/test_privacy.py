@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.privacy import mask_personal_data
+from ticketflow.serving.privacy import mask_personal_data
 
 PHONES = [
     "+1 555 0134",

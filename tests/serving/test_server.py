@@ -24,9 +24,9 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from monitoring.feedback import FeedbackStore
-from monitoring.request_log import PredictionLog
 from tests.conftest import ROOT
+from ticketflow.monitoring.feedback import FeedbackStore
+from ticketflow.monitoring.request_log import PredictionLog
 
 MODEL = "ticket-classifier"
 TOKEN = "test-token-1234"
@@ -48,9 +48,17 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / f"server-{self.port}.log"
-        environment = {**os.environ, "TICKETFLOW_HOME": str(home), "PYTHONPATH": str(ROOT), **env}
+        environment = {**os.environ, "TICKETFLOW_HOME": str(home), **env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--http_port", str(self.port), "--reload_interval", str(reload_interval)],
+            [
+                sys.executable,
+                "-m",
+                "ticketflow.serving",
+                "--http_port",
+                str(self.port),
+                "--reload_interval",
+                str(reload_interval),
+            ],
             cwd=ROOT,
             env=environment,
             stdout=self.log_path.open("w"),
@@ -77,7 +85,7 @@ class Server:
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("serving-home")
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "--home", str(home), "run"],
+        [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), "run"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -584,8 +592,8 @@ def test_every_torch_call_runs_on_the_one_model_thread(home: Path, monkeypatch: 
     torch keeps a team of OpenMP workers per calling thread; a second calling thread nearly doubled one ticket's
     encode time on this machine, so the predictor funnels every encode through one thread.
     """
-    import serving.predictor as predictor
-    from components.config import TicketflowConfig
+    import ticketflow.serving.predictor as predictor
+    from ticketflow.components.config import TicketflowConfig
 
     encoding_threads: list[str] = []
     real_encode = predictor.encode_texts
