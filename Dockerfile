@@ -23,16 +23,17 @@ ENV VIRTUAL_ENV=/opt/venv \
 # python:3.11-slim and on a plain Debian base (whose system Python refuses pip installs, PEP 668).
 RUN python3 -m venv "$VIRTUAL_ENV"
 
-# Dependencies before code, so a code change reuses this (large) layer. torch first, from its own index,
-# then the rest under the constraints that keep it at 2.13.0. pip reads PIP_CERT from the environment (build
-# arguments are environment variables of RUN steps; empty means pip's default trust store).
-COPY requirements.txt constraints.txt /tmp/requirements/
+# Dependencies before code, so a code change reuses this (large) layer: the lock (`make lock`), as `make install`
+# installs it. torch's CPU build first, from its own index; then requirements.txt, every package pinned (torch==2.13.0
+# among them, which the CPU build satisfies; none of the CUDA packages of torch's PyPI build). pip reads PIP_CERT from
+# the environment (build arguments are environment variables of RUN steps; empty means pip's default trust store).
+COPY requirements.txt /tmp/requirements/
 RUN if [ -n "$TORCH_INDEX_URL" ]; then \
         pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" torch==2.13.0; \
     else \
         pip install --no-cache-dir torch==2.13.0; \
     fi \
-    && pip install --no-cache-dir -c /tmp/requirements/constraints.txt -r /tmp/requirements/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements/requirements.txt \
     && pip check \
     && rm -rf /tmp/requirements
 
@@ -44,7 +45,8 @@ RUN groupadd --system --gid 10001 ticketflow \
     && mkdir -p /var/lib/ticketflow \
     && chown 10001:10001 /var/lib/ticketflow
 
-# The project itself, installed (no PYTHONPATH): its dependencies are already in from the lock.
+# The project itself, installed (no PYTHONPATH): its dependencies are already in from the lock, and so is its build
+# backend (setuptools, locked), so the build needs nothing more from the index (--no-build-isolation).
 WORKDIR /app
 COPY pyproject.toml README.md /app/
 COPY components/ /app/components/
@@ -52,7 +54,9 @@ COPY pipelines/ /app/pipelines/
 COPY serving/ /app/serving/
 COPY monitoring/ /app/monitoring/
 COPY data/ /app/data/
-RUN pip install --no-cache-dir --no-deps /app && pip check
+RUN pip install --no-cache-dir --no-deps --no-build-isolation /app \
+    && pip check \
+    && rm -rf /app/build /app/*.egg-info
 
 # The services of manifests/base as defaults: Kubeflow runs pipeline pods in its own namespace, out of reach
 # of the ticketflow-config ConfigMap, so the image carries the addresses (pipeline parameters and pod env
@@ -65,4 +69,4 @@ ENV TICKETFLOW_HOME=/var/lib/ticketflow \
 
 USER 10001:10001
 EXPOSE 8080
-CMD ["python", "-m", "ticketflow.serving", "--http_port", "8080", "--host", "0.0.0.0"]
+CMD ["ticketflow", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -7,6 +7,8 @@ PYTHON_BIN ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+# The installed command (pyproject's [project.scripts]).
+TICKETFLOW := $(VENV)/bin/ticketflow
 # Where torch's CPU build comes from; empty uses the configured index (PyTorch's own: https://download.pytorch.org/whl/cpu).
 TORCH_INDEX_URL ?=
 HOST ?= 127.0.0.1
@@ -20,46 +22,60 @@ VERSION ?=
 WINDOW_RECORDS ?=
 KFP_HOST ?=
 CRON ?=
-# pip on some machines warns for every package about absent local index folders: noise, not news.
-PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+# make reset deletes the embedded default's state folder; FORCE=1 skips the question.
+STATE_DIR := .ticketflow
+FORCE ?=
+# The product's code (what bandit checks; tests and benchmarks are not shipped).
+CODE := components monitoring serving pipelines
+# make lock: uv (from requirements-dev.txt) resolves for Linux x86_64 / CPython 3.11 whatever machine runs it.
+UV ?= $(VENV)/bin/uv
+LOCK_FOR := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+UPGRADE ?=
+# pip on some machines warns for every package about absent local index folders: noise, not news. pip's own exit
+# status still counts (pipefail).
+PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help install run predict promote rollback serve drift demo-drift schedule compile manifests image deploy lint format test bench clean
+.PHONY: help install run predict promote rollback serve drift demo-drift schedule compile manifests image deploy \
+	lint bandit format test audit lock bench clean reset
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
-	@echo "==> creating $(VENV) and installing pinned requirements (first time: a few minutes)"
+# Plain pip, from the locks: torch's CPU build first (the lock pins torch==2.13.0 but none of its CUDA packages),
+# then the locked tree, then the project itself without dependencies, built by the locked setuptools.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	@echo "==> creating $(VENV) and installing the locked requirements (first time: a few minutes)"
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV) || python3 -m venv $(VENV)
 	@$(PIP) install --quiet --upgrade pip $(PIP_QUIET)
 	@$(PIP) install --quiet torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) $(PIP_QUIET)
-	@$(PIP) install --quiet -c constraints.txt -r requirements.txt -r requirements-dev.txt $(PIP_QUIET)
-	@$(PIP) install --quiet --no-deps -e . $(PIP_QUIET)
+	@$(PIP) install --quiet -r requirements.txt -r requirements-dev.txt $(PIP_QUIET)
+	@# setuptools warns, in a box, that an editable install can be shadowed by same-named folders: we have none.
+	@PYTHONWARNINGS=ignore $(PIP) install --quiet --no-deps --no-build-isolation -e . $(PIP_QUIET)
 	@$(PIP) check
 	@touch $@
 
-install: $(VENV)/.installed ## create .venv with the pinned requirements
+install: $(VENV)/.installed ## create .venv from the locks (requirements.txt, requirements-dev.txt)
 
 run: install ## train on the embedded default (kfp.local); DATA=file to use your export
-	@$(PY) -m ticketflow.pipelines.cli run $(if $(DATA),--data "$(DATA)")
+	@$(TICKETFLOW) run $(if $(DATA),--data "$(DATA)")
 
 predict: install ## score a file with the champion: make predict DATA=in.csv OUT=out.csv
 	@if [ -z "$(DATA)" ] || [ -z "$(OUT)" ]; then echo "usage: make predict DATA=in.csv OUT=out.csv (both required)" >&2; exit 2; fi
-	@$(PY) -m ticketflow.pipelines.cli predict --data "$(DATA)" --out "$(OUT)"
+	@$(TICKETFLOW) predict --data "$(DATA)" --out "$(OUT)"
 
 promote: install ## move champion to a version by hand: make promote VERSION=n
 	@if [ -z "$(VERSION)" ]; then echo "usage: make promote VERSION=n" >&2; exit 2; fi
-	@$(PY) -m ticketflow.pipelines.cli promote --version $(VERSION)
+	@$(TICKETFLOW) promote --version $(VERSION)
 
 rollback: install ## move champion back to the previous champion
-	@$(PY) -m ticketflow.pipelines.cli rollback
+	@$(TICKETFLOW) rollback
 
 serve: install ## serve the champion (KServe V1/V2) on 127.0.0.1:8080 (HOST=, PORT=); trains first if none
-	@$(PY) -m ticketflow.pipelines.cli champion >/dev/null 2>&1 || { echo "==> no champion yet: training on the sample first"; $(PY) -m ticketflow.pipelines.cli run; }
-	@$(PY) -m ticketflow.serving --http_port $(PORT) --host $(HOST)
+	@$(TICKETFLOW) champion >/dev/null 2>&1 || { echo "==> no champion yet: training on the sample first"; $(TICKETFLOW) run; }
+	@$(TICKETFLOW) serve --host $(HOST) --port $(PORT)
 
 drift: install ## one drift check on the embedded default (kfp.local); retrains when drift is found
-	@$(PY) -m ticketflow.pipelines.cli drift $(if $(WINDOW_RECORDS),--window-records $(WINDOW_RECORDS))
+	@$(TICKETFLOW) drift $(if $(WINDOW_RECORDS),--window-records $(WINDOW_RECORDS))
 
 demo-drift: install ## the monitoring loop end to end: train, serve, replay, detect drift, label, retrain
 	@$(PY) -m ticketflow.pipelines.demo_drift
@@ -87,17 +103,53 @@ lint: install ## ruff lint and format check
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 
+bandit: install ## security lint of the product's code (settings: [tool.bandit] in pyproject.toml)
+	@$(VENV)/bin/bandit -c pyproject.toml -q -r $(CODE)
+
 format: install ## ruff format and autofix
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: install lint ## install, lint and run the whole test suite
+test: install lint bandit ## install, lint (ruff, bandit) and run the whole test suite
 	@$(PY) -m pytest
+
+audit: bandit ## supply chain: bandit, then pip-audit of both locks against PyPI's advisories (needs the network)
+	@$(VENV)/bin/pip-audit --progress-spinner off --strict --no-deps --disable-pip -r requirements.txt -r requirements-dev.txt
+
+# uv writes each lock with a header naming its command; sed adds lines under it that say how to install the lock.
+DEV_EXTRA := import tomllib; \
+	print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["dev"], sep="\n")
+
+lock: ## regenerate the locks from pyproject.toml with uv (needs PyPI); UPGRADE=1 takes the newest allowed
+	@command -v $(UV) >/dev/null || { echo "make lock needs uv (make install brings it) or UV=/path/to/uv" >&2; exit 2; }
+	$(UV) pip compile pyproject.toml $(LOCK_FOR) --excludes lock-excludes.txt $(if $(UPGRADE),--upgrade) \
+	  -o requirements.txt
+	@sed -i -e '2a # make lock ran the command above: the runtime tree of pyproject.toml, Linux x86_64 / CPython 3.11.' \
+	  -e '2a # Install it with plain pip, torch (CPU build) first: the lock holds torch==2.13.0 but none of the' \
+	  -e '2a # nvidia-*, cuda-* and triton packages of its PyPI build (lock-excludes.txt):' \
+	  -e '2a #    pip install torch==2.13.0   # elsewhere add --index-url https://download.pytorch.org/whl/cpu' \
+	  -e '2a #    pip install -r requirements.txt && pip install --no-deps . && pip check' requirements.txt
+	$(PYTHON_BIN) -c '$(DEV_EXTRA)' \
+	  | $(UV) pip compile - $(LOCK_FOR) -c requirements.txt $(if $(UPGRADE),--upgrade) -o requirements-dev.txt
+	@sed -i -e '2a # make lock ran the command above on the dev extra of pyproject.toml (stdin "-"), constrained by the' \
+	  -e '2a # runtime lock, for Linux x86_64 / CPython 3.11. Install it beside that lock (after torch, as there):' \
+	  -e '2a #    pip install -r requirements.txt -r requirements-dev.txt' requirements-dev.txt
 
 bench: install ## measure quality and speed (training, serving, drift), write BENCHMARKS.md (≈ 35 min)
 	@$(PY) -m benchmarks.bench_training
 	@$(PY) -m benchmarks.bench_serving
 	@$(PY) -m benchmarks.bench_drift
 
-clean: ## remove the embedded default's state (.ticketflow) and caches
-	rm -rf .ticketflow .pytest_cache .ruff_cache local_outputs
+clean: ## remove build outputs and caches (not the state: see make reset)
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache local_outputs
+	find . -path './.*' -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+reset: ## delete the state folder (.ticketflow: models, runs, vectors, logs); asks first, FORCE=1 does not
+	@if [ ! -e "$(STATE_DIR)" ]; then echo "nothing to reset: no $(STATE_DIR)"; exit 0; fi; \
+	if [ "$(FORCE)" != 1 ]; then \
+	  if [ ! -t 0 ]; then echo "make reset: no terminal to ask; FORCE=1 deletes $(STATE_DIR) at once" >&2; exit 1; fi; \
+	  read -r -p "delete $(STATE_DIR) (models, MLflow runs, vectors, prediction and feedback logs)? [y/N] " answer; \
+	  case "$$answer" in [yY]|[yY][eE][sS]) ;; *) echo "kept $(STATE_DIR)"; exit 0;; esac; \
+	fi; \
+	rm -rf -- "$(STATE_DIR)"; \
+	echo "deleted $(STATE_DIR)"

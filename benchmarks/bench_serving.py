@@ -12,8 +12,8 @@ Every figure comes from one run, on 127.0.0.1 only:
 1. In-process: `TicketClassifier.answer(loaded, TicketBatch(...))` (request log on) for one ticket (p50/p99)
    and for batches of 64 (tickets/s, median of runs), the bare encode of one text beside it, and where the time
    of `answer` goes (exclusive time of each function it calls, timed by wrapping those functions).
-2. Over HTTP against the real server (`python -m serving` in a subprocess, request log on): p50/p99 latency and
-   requests/s at concurrency 1 and 8, single tickets and batches of 64, V1 and V2, with the server's own
+2. Over HTTP against the real server (`python -m ticketflow.serving` in a subprocess, request log on): p50/p99
+   latency and requests/s at concurrency 1 and 8, single tickets and batches of 64, V1 and V2, with the server's own
    pre/predict/post times from `/metrics`; round trips without the model (`requests` and `http.client`); and a
    paired check that interleaves in-process, V1 and V2 calls on the same texts, so both sides of each goal are
    measured at the same moments.
@@ -427,7 +427,7 @@ def free_port() -> int:
 
 
 class Server:
-    """The predictor (`python -m serving`) in a subprocess on a free loopback port.
+    """The predictor (`python -m ticketflow.serving`) in a subprocess on a free loopback port.
 
     Args:
         home: A trained home (`TICKETFLOW_HOME`).
@@ -449,12 +449,12 @@ class Server:
         self.command = [
             sys.executable,
             "-m",
-            "serving",
+            "ticketflow.serving",
             "--host",
             "127.0.0.1",
-            "--http_port",
+            "--port",
             str(self.port),
-            "--reload_interval",
+            "--reload-interval",
             "0",
         ]
         self._out = log_path.open("w")
@@ -1719,7 +1719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(`TicketflowConfig.serving_embedding_backend`; encoder class `{encoder_class}`): with `onnx`, calls of "
         "fewer than 8 texts run on ONNX Runtime (the transformer exported in memory at load, vectors checked "
         "against PyTorch's) and larger ones on PyTorch, which is faster there; the server uses the same",
-        "server": "`python -m ticketflow.serving --host 127.0.0.1 --http_port <free> --reload_interval 0` (one uvicorn "
+        "server": "`python -m ticketflow.serving --host 127.0.0.1 --port <free> --reload-interval 0` (one uvicorn "
         f"process; predict runs on {results.inproc.executor_workers if results.inproc else '?'} model "
         "thread(s)); `OMP_NUM_THREADS="
         f"{TORCH_THREADS}`, `MKL_NUM_THREADS={TORCH_THREADS}` (torch intra-op threads {TORCH_THREADS}); request "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -81,11 +82,14 @@ def encode_texts(model, texts: Sequence[str], batch_size: int, progress: bool = 
         model: A loaded `SentenceTransformer`.
         texts: Texts to encode.
         batch_size: Texts per batch.
-        progress: Show a progress bar.
+        progress: Show a progress bar, when stderr is a terminal.
 
     Returns:
         An array of shape (len(texts), dimension).
     """
+    # tqdm redraws its bar with a carriage return. In a pipe (a kfp.local task's output, a CI log) every redraw
+    # becomes one more line, so the bar is shown only on a terminal; the embed step logs its counts and time anyway.
+    progress = progress and sys.stderr.isatty()
     if not len(texts):
         return np.zeros((0, model.get_embedding_dimension()), dtype=np.float32)
     vectors = model.encode(

@@ -5,7 +5,7 @@ PromQL: a counter's name carries its `_total`, a histogram is listed once under 
 as `<name>_bucket`, `<name>_sum` and `<name>_count` (what `prometheus_client` exposes; it also adds
 `<name>_created` to counters and histograms).
 
-- Serving (`serving/predictor.py`): the predictor's own counters, histogram and gauge.
+- Serving (`serving/predictor.py`, `serving/accounting.py`): the predictor's own counters, histogram and gauge.
 - KServe 0.21 (`kserve/metrics.py`): latency histograms of each stage of an inference call, labelled
   `model_name`. They carry no status code, and there is no end-to-end histogram.
 - Drift (`DRIFT_METRICS`): what the drift and retraining jobs push to the Pushgateway. The drift exporter

@@ -597,17 +597,20 @@ class _SqliteStore:
         if since is not None:
             where, params = "WHERE timestamp >= ?", [_timestamp_text(since)]
         if last_n is None:
-            sql = f"SELECT {columns} FROM predictions {where} ORDER BY timestamp, rowid"
+            sql = f"SELECT {columns} FROM predictions {where} ORDER BY timestamp, rowid"  # nosec B608  # column names are module constants; values are bound parameters
         else:
             sql = (
-                f"SELECT {columns} FROM (SELECT *, rowid AS row_order FROM predictions {where} "
+                f"SELECT {columns} FROM (SELECT *, rowid AS row_order FROM predictions {where} "  # nosec B608  # column names are module constants; values are bound parameters
                 "ORDER BY timestamp DESC, rowid DESC LIMIT ?) ORDER BY timestamp, row_order"
             )
             params.append(last_n)
         return pd.DataFrame(self._query(sql, params), columns=list(_STORED_COLUMNS))
 
     def get(self, ticket_id: str) -> dict[str, Any] | None:
-        rows = self._query(f"SELECT {', '.join(_STORED_COLUMNS)} FROM predictions WHERE ticket_id = ?", [ticket_id])
+        rows = self._query(
+            f"SELECT {', '.join(_STORED_COLUMNS)} FROM predictions WHERE ticket_id = ?",  # nosec B608  # column names are module constants; values are bound parameters
+            [ticket_id],
+        )
         return dict(zip(_STORED_COLUMNS, rows[0], strict=True)) if rows else None
 
     def count(self) -> int:

@@ -1,14 +1,18 @@
-"""Command line of the embedded default: run the training pipeline with kfp.local, score files, move aliases.
+"""Command line of the embedded default: train with kfp.local, score files, move aliases, serve, watch drift.
 
-    python -m ticketflow.pipelines.cli run [--data FILE] [--category-column C] ...
-    python -m ticketflow.pipelines.cli predict --data IN --out OUT
-    python -m ticketflow.pipelines.cli promote --version N
-    python -m ticketflow.pipelines.cli rollback
-    python -m ticketflow.pipelines.cli drift [--window-hours H | --window-records N]
-    python -m ticketflow.pipelines.cli feedback --ticket-id ID --label category=Network [--label priority=high]
-    python -m ticketflow.pipelines.cli review-queue [--limit N] [--json]
+    ticketflow [--home H] [-v] run [--data FILE] [--category-column C] ...
+    ticketflow predict --data IN --out OUT
+    ticketflow promote --version N
+    ticketflow rollback
+    ticketflow champion
+    ticketflow drift [--window-hours H | --window-records N]
+    ticketflow feedback --ticket-id ID --label category=Network [--label priority=high]
+    ticketflow review-queue [--limit N] [--json]
+    ticketflow serve [--host 127.0.0.1] [--port 8080]
 
-`run` prints a line per step, a short human summary, and as its last line of stdout one JSON object.
+`--home` and `-v` go before or after the subcommand. `run` and `drift` print a short summary and, as the last
+line of stdout, one JSON object; kfp.local's task logs go to `<home>/runs/<run>/tasks.log` (and to stderr with
+`-v`). Exit codes: 0 success, 1 failure (one `error: ...` line on stderr), 2 wrong usage.
 """
 
 from __future__ import annotations
@@ -17,33 +21,52 @@ import argparse
 import json
 import logging
 import os
-import re
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from ticketflow.components.config import TicketflowConfig
+from ticketflow.monitoring.drift import DriftThresholds
+from ticketflow.pipelines.local_runner import ANSI_ESCAPE, PipelineRun, run_pipeline
+from ticketflow.serving.cli import DESCRIPTION as SERVE_DESCRIPTION
+from ticketflow.serving.cli import add_serve_arguments, run_server
 
 log = logging.getLogger("ticketflow")
+
+# The errors a user can cause or fix (a bad file, a missing version, a failed task): one `error:` line, no traceback.
+EXPECTED_ERRORS = (ValueError, KeyError, OSError, RuntimeError)
 
 
 def _use_home(args: argparse.Namespace) -> TicketflowConfig:
     # Subprocess tasks inherit the environment: make the state folder absolute so every step agrees on it.
-    home = Path(args.home or os.environ.get("TICKETFLOW_HOME") or TicketflowConfig().home).resolve()
+    home = Path(args.home or TicketflowConfig.from_env().home).resolve()
     os.environ["TICKETFLOW_HOME"] = str(home)
     return TicketflowConfig.from_env()
 
 
+def _runs_folder(cfg: TicketflowConfig) -> Path:
+    """kfp.local's pipeline root: a folder per run, holding its artifacts and `tasks.log`."""
+    return Path(cfg.home) / "runs"
+
+
 def run_training(args: argparse.Namespace) -> dict[str, object]:
-    """Runs the training pipeline through kfp.local's SubprocessRunner and returns its summary."""
+    """Runs the training pipeline through kfp.local's SubprocessRunner and returns its summary.
+
+    Args:
+        args: Parsed `run` options.
+
+    Returns:
+        The pipeline's summary plus the browsable report, the run's artifacts folder and its task log.
+
+    Raises:
+        FileNotFoundError: The DATA file does not exist.
+    """
     from ticketflow.pipelines.training import training_pipeline
 
     cfg = _use_home(args)
     data = Path(args.data).resolve()
     if not data.is_file():
-        raise SystemExit(f"error: DATA file not found: {args.data}")
-    _init_local_runner(cfg)
+        raise FileNotFoundError(f"DATA file not found: {args.data}")
     params = {
         "data_path": str(data),
         "text_columns": args.text_columns,
@@ -56,21 +79,22 @@ def run_training(args: argparse.Namespace) -> dict[str, object]:
         "embedding_model": args.embedding_model,
         "registered_model_name": args.model_name,
     }
-    params = {k: v for k, v in params.items() if v is not None}
-    task = training_pipeline(**params)
-    summary = json.loads(task.output)
+    run = run_pipeline(
+        training_pipeline, {k: v for k, v in params.items() if v is not None}, _runs_folder(cfg), args.verbose
+    )
+    summary = json.loads(run.output)
     report = _browsable_copy(
         cfg, summary["report_html"], f"evaluation-{summary['model_name']}-v{summary['model_version']}.html"
     )
     summary["report_artifact"], summary["report_html"] = summary["report_html"], str(report)
-    summary["artifacts"] = str(Path(summary["report_artifact"]).parents[1])
+    summary["artifacts"] = str(run.run_dir)
+    summary["tasks_log"] = str(run.tasks_log)
     return summary
 
 
 def human_summary(summary: dict[str, object]) -> str:
     """A few lines a person reads after a training run."""
     lines = [
-        "",
         "ticketflow training run",
         f"  rows read {summary['rows_read']}, rejected {summary['rows_rejected']} "
         f"{summary.get('rejected_by_reason') or ''}".rstrip(),
@@ -83,18 +107,9 @@ def human_summary(summary: dict[str, object]) -> str:
         f"{'now champion' if summary['champion'] else 'not champion'} ({summary['decision']})",
         f"  evaluation report: {summary['report_html']}",
         f"  pipeline artifacts: {summary['artifacts']}",
+        f"  task log: {summary['tasks_log']}",
     ]
     return "\n".join(lines)
-
-
-def _init_local_runner(cfg: TicketflowConfig) -> Path:
-    """Points kfp.local's subprocess runner at `<home>/runs` and returns that folder."""
-    from kfp import local
-
-    runs = Path(cfg.home) / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs))
-    return runs
 
 
 def _browsable_copy(cfg: TicketflowConfig, artifact: str | Path, name: str) -> Path:
@@ -215,111 +230,226 @@ def cmd_drift(args: argparse.Namespace) -> None:
 
     cfg = _use_home(args)
     champion_before, versions_before = _registry_state(cfg)
-    runs = _init_local_runner(cfg)
     params = {"window_hours": args.window_hours, "window_records": args.window_records, "min_tickets": args.min_tickets}
-    started = time.time()
-    summary = json.loads(drift_pipeline(**{k: v for k, v in params.items() if v is not None}).output)
+    run = run_pipeline(
+        drift_pipeline, {k: v for k, v in params.items() if v is not None}, _runs_folder(cfg), args.verbose
+    )
+    summary = json.loads(run.output)
     champion_after, versions_after = _registry_state(cfg)
     summary.update(
         retrained=versions_after > versions_before,
         champion_changed=champion_after != champion_before,
         champion_version=champion_after,
+        artifacts=str(run.run_dir),
+        tasks_log=str(run.tasks_log),
     )
-    written = [p for p in runs.glob("*/check-for-drift/report") if p.stat().st_mtime >= started]
-    if written:
-        artifact = max(written, key=lambda p: p.stat().st_mtime)
-        report = _browsable_copy(cfg, artifact, f"drift-{artifact.parents[1].name}.html")
-        summary.update(report_html=str(report), report_artifact=str(artifact))
+    summary.update(_drift_report(cfg, run))
+    print(drift_summary(summary))
+    print(json.dumps(summary), flush=True)
+
+
+def _drift_report(cfg: TicketflowConfig, run: PipelineRun) -> dict[str, str]:
+    """The drift check's HTML report, copied where a browser opens it; empty when the check wrote none."""
+    artifact = run.run_dir / "check-for-drift" / "report"
+    if not artifact.is_file():
+        return {}
+    report = _browsable_copy(cfg, artifact, f"drift-{run.run_dir.name}.html")
+    return {"report_html": str(report), "report_artifact": str(artifact)}
+
+
+def drift_summary(summary: dict[str, object]) -> str:
+    """A few lines a person reads after a drift check."""
     verdict = (
         "drift detected" if summary["drift_detected"] else ("no drift" if summary["enough_data"] else "not enough data")
     )
-    print(f"\nticketflow drift check: {verdict} ({summary['reason']})")
+    lines = [f"ticketflow drift check: {verdict} ({summary['reason']})"]
     for signal, values in summary["scores"].items():
-        print(
+        lines.append(
             f"  {signal:<12} score {values['score']:.4f}  threshold {values['threshold']:.4f}"
             f"{'  DRIFT' if values['drifted'] else ''}"
         )
     for queue in summary["queues"]:
         if queue["drifted"]:
-            print(
+            lines.append(
                 f"  queue {queue['queue']}: {100 * queue['share']:.1f}% of the window "
                 f"({100 * queue['reference_share']:.1f}% in training), its tickets drifted"
             )
-    print(
+    lines.append(
         f"  retrained: {summary['retrained']}, champion changed: {summary['champion_changed']} "
-        f"(champion v{champion_after})"
+        f"(champion v{summary['champion_version']})"
     )
     if "report_html" in summary:
-        print(f"  drift report: {summary['report_html']}")
-    print(json.dumps(summary), flush=True)
+        lines.append(f"  drift report: {summary['report_html']}")
+    lines.append(f"  task log: {summary['tasks_log']}")
+    return "\n".join(lines)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`serve`: the predictor over HTTP until SIGINT/SIGTERM (see `ticketflow.serving.cli`)."""
+    _use_home(args)
+    return run_server(args)
+
+
+def _shared_options(defaults: TicketflowConfig, suppress: bool) -> argparse.ArgumentParser:
+    """`--home` and `-v`, accepted before the subcommand and after it.
+
+    Args:
+        defaults: The configuration as the environment sets it (for the help text).
+        suppress: For the subcommands' copy: an option not given there must not overwrite the value given
+            before the subcommand, so its default is `argparse.SUPPRESS`.
+
+    Returns:
+        A parent parser.
+    """
+    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    now = f"; now {defaults.home}" if defaults.home != TicketflowConfig().home else ""
+    parent.add_argument(
+        "--home",
+        default=argparse.SUPPRESS if suppress else None,
+        help="state folder of the embedded default: MLflow store, ChromaDB, runs, reports "
+        f"(default: $TICKETFLOW_HOME, else {TicketflowConfig().home} in the current folder{now})",
+    )
+    parent.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="log at INFO level, and stream kfp.local's task logs to stderr too (default: off; `run` and `drift` "
+        "write them to <home>/runs/<run>/tasks.log)",
+    )
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
-    defaults = TicketflowConfig()
-    parser = argparse.ArgumentParser(prog="ticketflow", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", help=f"state folder of the embedded default (default {defaults.home})")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the training pipeline on the embedded default (kfp.local)")
-    run.add_argument("--data", default="data/sample_tickets.csv", help="ticket export: CSV, JSON lines or Parquet")
+    defaults = TicketflowConfig.from_env()
+    drift_defaults = DriftThresholds()
+    shared = _shared_options(defaults, suppress=True)
+    parser = argparse.ArgumentParser(
+        prog="ticketflow",
+        description=__doc__.split("\n\n")[0],
+        parents=[_shared_options(defaults, suppress=False)],
+        allow_abbrev=False,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_text, description=description or help_text, parents=[shared], allow_abbrev=False
+        )
+
+    run = add_command("run", "train on a ticket export through the training pipeline (kfp.local)")
+    run.add_argument(
+        "--data",
+        default="data/sample_tickets.csv",
+        help="ticket export: CSV, JSON lines (or a JSON array) or Parquet (default: %(default)s, the bundled sample)",
+    )
     run.add_argument("--text-columns", help="comma-separated text columns (default: auto-detect)")
     run.add_argument("--category-column", help="category/queue label column (default: auto-detect)")
-    run.add_argument("--priority-column", help="priority label column; 'none' disables (default: auto-detect)")
-    run.add_argument("--id-column", help="ticket id column (default: auto-detect, else content-derived)")
-    run.add_argument("--min-class-examples", type=int)
-    run.add_argument("--test-size", type=float)
-    run.add_argument("--seed", type=int)
-    run.add_argument("--embedding-model", help="sentence-transformers name or path (default: bundled MiniLM)")
-    run.add_argument("--model-name", help=f"registered model name (default {defaults.registered_model_name})")
+    run.add_argument("--priority-column", help="priority label column; 'none' disables it (default: auto-detect)")
+    run.add_argument("--id-column", help="ticket id column (default: auto-detect, else derived from the content)")
+    run.add_argument(
+        "--min-class-examples",
+        type=int,
+        help=f"classes with fewer tickets are left out of training (default: {defaults.min_class_examples})",
+    )
+    run.add_argument(
+        "--test-size",
+        type=float,
+        help=f"fraction of tickets held out for evaluation, 0-1 (default: {defaults.test_size})",
+    )
+    run.add_argument("--seed", type=int, help=f"seed of the split, search and models (default: {defaults.seed})")
+    run.add_argument(
+        "--embedding-model",
+        help=f"sentence-transformers name or path (default: {defaults.embedding_model}, the bundled copy)",
+    )
+    run.add_argument("--model-name", help=f"registered model name (default: {defaults.registered_model_name})")
     run.set_defaults(func=cmd_run)
-    predict = sub.add_parser("predict", help="score a file with the champion")
-    predict.add_argument("--data", required=True, help="tickets to score: CSV, JSON lines or Parquet")
-    predict.add_argument("--out", required=True, help="output file (same columns plus predictions)")
+
+    predict = add_command("predict", "score a file with the champion")
+    predict.add_argument("--data", required=True, help="tickets to score: CSV, JSON lines or Parquet (required)")
+    predict.add_argument("--out", required=True, help="output file: the same columns plus predictions (required)")
     predict.set_defaults(func=cmd_predict)
-    promote = sub.add_parser("promote", help="move the champion alias to a version")
-    promote.add_argument("--version", required=True)
+
+    promote = add_command("promote", "move the champion alias to a version")
+    promote.add_argument("--version", required=True, help="registered model version to promote (required)")
     promote.set_defaults(func=cmd_promote)
-    rollback = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
+
+    rollback = add_command("rollback", "move the champion alias back to the previous champion")
     rollback.set_defaults(func=cmd_rollback)
-    drift = sub.add_parser("drift", help="check served tickets for drift; retrain when they drifted")
-    drift.add_argument("--window-hours", type=float, help="window of the prediction log in hours (default 24)")
-    drift.add_argument("--window-records", type=int, help="use the last N served tickets instead")
-    drift.add_argument("--min-tickets", type=int, help="fewer tickets give 'not enough data' (default 100)")
-    drift.set_defaults(func=cmd_drift)
-    champion = sub.add_parser("champion", help="print the champion's version (exit 1 when there is none)")
+
+    champion = add_command("champion", "print the champion's version (exit 1 when there is none)")
     champion.set_defaults(func=cmd_champion)
-    feedback = sub.add_parser("feedback", help="record the true labels of a logged ticket (agents' corrections)")
-    feedback.add_argument("--ticket-id", required=True, help="the ticket's id as answered: <request id>-<index>")
+
+    drift = add_command("drift", "check served tickets for drift; retrain when they drifted (kfp.local)")
+    window = drift.add_mutually_exclusive_group()
+    window.add_argument(
+        "--window-hours", type=float, help="window of the prediction log, in hours (default: 24, the pipeline's)"
+    )
+    window.add_argument(
+        "--window-records", type=int, help="check the last N served tickets instead (default: none, use hours)"
+    )
+    drift.add_argument(
+        "--min-tickets",
+        type=int,
+        help=f"fewer tickets give 'not enough data' (default: {drift_defaults.min_tickets})",
+    )
+    drift.set_defaults(func=cmd_drift)
+
+    feedback = add_command("feedback", "record the true labels of a logged ticket (agents' corrections)")
+    feedback.add_argument(
+        "--ticket-id", required=True, help="the ticket's id as answered: <request id>-<index> (required)"
+    )
     feedback.add_argument(
         "--label",
         action="append",
         type=_label,
         required=True,
         metavar="TARGET=LABEL",
-        help="true label of a target, e.g. category=Network; repeat for more targets",
+        help="true label of a target, e.g. category=Network; repeat for more targets (required)",
     )
-    feedback.add_argument("--source", default="agent", help="who corrects (default agent)")
+    feedback.add_argument("--source", default="agent", help="who corrects (default: %(default)s)")
     feedback.set_defaults(func=cmd_feedback)
-    queue = sub.add_parser("review-queue", help="unlabelled tickets flagged for review, least confident first")
-    queue.add_argument("--limit", type=int, default=50, help="most tickets listed (default 50)")
-    queue.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    queue = add_command("review-queue", "unlabelled tickets flagged for review, least confident first")
+    queue.add_argument("--limit", type=int, default=50, help="most tickets listed (default: %(default)s)")
+    queue.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a table (default: a table)"
+    )
     queue.set_defaults(func=cmd_review_queue)
+
+    serve = add_command("serve", "serve the champion over HTTP (KServe V1/V2)", SERVE_DESCRIPTION)
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 
+def _configure_logging(verbose: bool) -> None:
+    # Quiet by default: stdout holds the result, stderr only warnings and errors unless -v asks for more.
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    """Entry point.
+
+    Args:
+        argv: Arguments without the program name (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit code: 0 success, 1 failure (argparse exits with 2 on wrong usage).
+    """
     args = build_parser().parse_args(argv)
+    if args.func is not cmd_serve:  # the server configures its own logging (access lines at INFO)
+        _configure_logging(args.verbose)
     try:
-        args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
-        message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        if "Inner task failed" in message:
-            message += " The task's log above ends with the cause."
-        print(f"error: {message}", file=sys.stderr)
+        return args.func(args) or 0
+    except EXPECTED_ERRORS as exc:
+        print(f"error: {ANSI_ESCAPE.sub('', str(exc))}", file=sys.stderr)
         return 1
-    return 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

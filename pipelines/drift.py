@@ -8,8 +8,8 @@ caching is off for all of them: a cached drift verdict is the classic stale-recu
 
 from kfp import dsl
 
-from ticketflow.components.kfp_components import assemble_retraining_data, check_for_drift, read_drift_verdict
 from ticketflow.monitoring.drift import DriftThresholds
+from ticketflow.monitoring.kfp import assemble_retraining_data, check_for_drift, read_drift_verdict
 from ticketflow.pipelines.compile_yaml import compile_to
 from ticketflow.pipelines.training import training_pipeline
 

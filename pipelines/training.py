@@ -8,7 +8,7 @@ embedded default through `kfp.local`.
 from kfp import dsl
 
 from ticketflow.components.config import TicketflowConfig
-from ticketflow.components.kfp_components import (
+from ticketflow.components.kfp import (
     embed_tickets,
     evaluate_classifier,
     ingest_tickets,

@@ -24,8 +24,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ticketflow.monitoring.feedback import FeedbackStore, InvalidFeedbackError, UnknownTicketError, review_items
 from ticketflow.monitoring.request_log import PredictionLog
-from ticketflow.serving.predictor import REJECTED
-from ticketflow.serving.server import authorise, mark_counted
+from ticketflow.serving.accounting import count_rejected
+from ticketflow.serving.auth import authorise
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ QUEUE_FLUSH_TIMEOUT_SECONDS = 2.0  # the queue waits this long at most for answe
 
 def _reject(status: int, reason: str, message: str) -> HTTPException:
     """Counts a rejected request under `reason` and returns the error to raise."""
-    REJECTED.labels(reason=reason).inc()
-    mark_counted()
+    count_rejected(reason)
     return HTTPException(status_code=status, detail=message)
 
 

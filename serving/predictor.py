@@ -31,6 +31,7 @@ from ticketflow.components.embed import VectorStore, encode_texts
 from ticketflow.components.model import TicketModel
 from ticketflow.components.prepare import normalise_whitespace
 from ticketflow.monitoring.request_log import PredictionLog, PredictionRecord
+from ticketflow.serving.accounting import count_rejected
 from ticketflow.serving.privacy import mask_personal_data
 
 T = TypeVar("T")
@@ -54,18 +55,13 @@ CONFIDENCE = Histogram(
 )
 TICKETS = Counter("ticketflow_tickets_total", "Tickets answered.", ["model"])
 NEEDS_REVIEW = Counter("ticketflow_needs_review_total", "Answered tickets flagged for human review.", ["model"])
-REJECTED = Counter("ticketflow_requests_rejected_total", "Requests answered with a 4xx, by reason.", ["reason"])
-FAILED = Counter("ticketflow_requests_failed_total", "Requests answered with a 5xx, by status code.", ["status"])
 MODEL_INFO = Gauge("ticketflow_model_info", "The model version being served (value 1).", ["model", "version"])
 RELOADS = Counter("ticketflow_model_reloads_total", "Attempts to load a new champion, by result.", ["result"])
 
 
 def reject(reason: str, message: str) -> InvalidInput:
     """Counts a rejected request and returns the 400 error to raise."""
-    from ticketflow.serving.server import mark_counted
-
-    REJECTED.labels(reason=reason).inc()
-    mark_counted()
+    count_rejected(reason)
     return InvalidInput(message)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-EMAIL_TOKEN = "[email]"
-PHONE_TOKEN = "[phone]"
+EMAIL_TOKEN = "[email]"  # nosec B105  # a masking placeholder, not a password
+PHONE_TOKEN = "[phone]"  # nosec B105  # a masking placeholder, not a password
 
 # local@domain.tld: the local part may hold dots (not leading, trailing or doubled), plus signs, hyphens, underscores
 # and %, the domain one or more labels (subdomains) and a letters-only TLD. Not "@channel", "user@", "user@localhost",

@@ -6,6 +6,8 @@ by default, so this module builds the same application with kserve's factory and
 - a request body limit (stock KServe accepts any size);
 - blocked model-repository endpoints (`/v2/repository/.../unload` would otherwise let anyone stop serving);
 - a JSON content type for bodies sent without one (tritonclient does that);
+- one error body on the whole port, KServe's `{"error": "<message>"}`, for every 4xx and 5xx (FastAPI's own
+  answers, `{"detail": ...}`, included); client errors logged at INFO, server errors at ERROR with traceback;
 - a count of every 4xx by reason, for `/metrics`;
 - `POST /v1/models/<name>/reload`, protected by a bearer token when `TICKETFLOW_API_TOKEN` is set;
 - agents' feedback and the review queue (`serving/feedback_routes.py`) when given a feedback store;
@@ -15,17 +17,35 @@ by default, so this module builds the same application with kserve's factory and
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import hmac
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kserve import ModelServer
+from kserve import model_server as kserve_server
+from kserve.errors import (
+    InferenceError,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServerNotLive,
+    ServerNotReady,
+    UnsupportedProtocol,
+)
+from kserve.protocol.rest.server import RESTServer
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ticketflow.serving.predictor import FAILED, REJECTED, TicketClassifier
+from ticketflow.serving.accounting import FAILED, REJECTED, begin_request
+from ticketflow.serving.auth import authorise
+from ticketflow.serving.feedback_routes import feedback_router
+from ticketflow.serving.predictor import TicketClassifier
 
 if TYPE_CHECKING:
     from ticketflow.monitoring.feedback import FeedbackStore
@@ -44,27 +64,113 @@ STATUS_REASONS = {
     422: "invalid_request_schema",
 }
 BLOCKED_PREFIXES = ("/v2/repository",)
+# The status of each error kserve registers a handler for (kserve/protocol/rest/server.py). Its handlers log
+# every one of them at ERROR with a traceback, a caller's bad input included, so ours replace them.
+KSERVE_ERROR_STATUS: dict[type[Exception], int] = {
+    InvalidInput: 400,
+    ModelNotFound: 404,
+    InferenceError: 500,
+    NotImplementedError: 501,
+    UnsupportedProtocol: 501,
+    ModelNotReady: 503,
+    ServerNotLive: 503,
+    ServerNotReady: 503,
+}
+MAX_VALIDATION_ERRORS_SHOWN = 5
 
 
-@dataclass
-class RequestState:
-    """Per-request flags shared between the middleware and the model."""
+def log_error_answer(method: str, path: str, status: int, message: str, exc: BaseException | None = None) -> None:
+    """Logs one error answer: a client error (4xx) at INFO without a traceback, a server error at ERROR with one.
 
-    counted: bool = False
+    Args:
+        method: The request's HTTP method.
+        path: The request's path.
+        status: The answered status code.
+        message: The message of the answer's body.
+        exc: The exception behind a server error; its traceback is logged.
+    """
+    if status < 500:
+        log.info("%s %s -> %d: %s", method, path, status, message)
+    else:
+        log.error("%s %s -> %d: %s", method, path, status, message, exc_info=exc)
 
 
-REQUEST_STATE: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar("request_state", default=None)
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    exc: BaseException | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """Logs an error answer and returns it in KServe's shape, `{"error": "<message>"}`.
+
+    Args:
+        request: The request answered.
+        status: The HTTP status code.
+        message: What went wrong, for the caller.
+        exc: The exception behind a server error; its traceback is logged.
+        headers: Extra response headers (the `Allow` of a 405, say).
+
+    Returns:
+        The JSON response.
+    """
+    log_error_answer(request.method, request.url.path, status, message, exc)
+    return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
-def mark_counted() -> None:
-    """Tells the middleware that the model already counted this request's rejection."""
-    state = REQUEST_STATE.get()
-    if state is not None:
-        state.counted = True
+async def _http_exception_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    detail = exc.detail
+    if exc.status_code == 404 and detail == HTTPStatus.NOT_FOUND.phrase:  # the router's own: no route matched
+        message = f"no endpoint {request.url.path} on this server"
+    elif exc.status_code == 405 and detail == HTTPStatus.METHOD_NOT_ALLOWED.phrase:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = detail if isinstance(detail, str) else json.dumps(detail, default=str)
+    return error_response(request, exc.status_code, message, headers=exc.headers)
 
 
-async def _send_json(send, status: int, payload: dict) -> None:
-    body = json.dumps(payload).encode()
+async def _validation_exception_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    problems = [
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in errors[:MAX_VALIDATION_ERRORS_SHOWN]
+    ]
+    more = len(errors) - len(problems)
+    message = "invalid request: " + "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
+    return error_response(request, HTTPStatus.UNPROCESSABLE_ENTITY, message)
+
+
+def _kserve_error_handler(status: int):
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(request, status, str(exc) or type(exc).__name__, exc if status >= 500 else None)
+
+    return handle
+
+
+async def _unhandled_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(request, HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}", exc)
+
+
+def install_error_handlers(app: Starlette) -> None:
+    """Makes every error the application answers KServe's `{"error": "<message>"}`, logged once.
+
+    Replaces FastAPI's handlers (`{"detail": ...}` for HTTPException, unknown routes, wrong methods and request
+    validation) and kserve's (which log a caller's mistake at ERROR with a traceback).
+
+    Args:
+        app: The application, after kserve registered its handlers.
+    """
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(RequestValidationError, _validation_exception_handler)
+    for error_class, status in KSERVE_ERROR_STATUS.items():
+        app.add_exception_handler(error_class, _kserve_error_handler(status))
+    app.add_exception_handler(Exception, _unhandled_exception_handler)
+
+
+async def _send_error(scope, send, status: int, message: str, exc: BaseException | None = None) -> None:
+    """Answers `{"error": message}` from the middleware itself, logged like the handlers' answers."""
+    log_error_answer(scope["method"], scope["path"], status, message, exc)
+    body = json.dumps({"error": message}).encode()
     await send(
         {
             "type": "http.response.start",
@@ -76,7 +182,7 @@ async def _send_json(send, status: int, payload: dict) -> None:
 
 
 class GuardMiddleware:
-    """Pure ASGI middleware: body limit, blocked endpoints, default content type, 4xx counting.
+    """Pure ASGI middleware: body limit, blocked endpoints, default content type, error counting, last-resort 500.
 
     Args:
         app: The wrapped ASGI app.
@@ -94,11 +200,8 @@ class GuardMiddleware:
             return
         if scope["path"].startswith(BLOCKED_PREFIXES):
             REJECTED.labels(reason="blocked_endpoint").inc()
-            await _send_json(
-                send,
-                403,
-                {"error": "model repository endpoints are disabled on this server; use POST /v1/models/<name>/reload"},
-            )
+            refusal = "model repository endpoints are disabled on this server; use POST /v1/models/<name>/reload"
+            await _send_error(scope, send, HTTPStatus.FORBIDDEN, refusal)
             return
         headers = dict(scope["headers"])
         if scope["method"] in ("POST", "PUT", "PATCH"):
@@ -109,9 +212,9 @@ class GuardMiddleware:
                 # needs none of this: the HTTP parser delivers exactly that many bytes.
                 body, more = b"", True
                 while more and not too_big:
-                    message = await receive()
-                    body += message.get("body", b"")
-                    more = message.get("more_body", False)
+                    chunk = await receive()
+                    body += chunk.get("body", b"")
+                    more = chunk.get("more_body", False)
                     too_big = len(body) > self.max_body_bytes
                 replayed = False
 
@@ -124,17 +227,20 @@ class GuardMiddleware:
 
             if too_big:
                 REJECTED.labels(reason="body_too_large").inc()
-                await _send_json(send, 413, {"error": f"request body over {self.max_body_bytes} bytes"})
+                refusal = f"request body over {self.max_body_bytes} bytes"
+                await _send_error(scope, send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, refusal)
                 return
             if b"content-type" not in headers and b"inference-header-content-length" not in headers:
                 # tritonclient posts JSON without a content type; kserve would then take it for binary data.
                 scope = {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
 
-        state = RequestState()
-        REQUEST_STATE.set(state)
+        state = begin_request()
+        started = False
 
         async def counting_send(message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 if 400 <= status < 500 and not state.counted:
                     REJECTED.labels(reason=STATUS_REASONS.get(status, f"http_{status}")).inc()
@@ -142,22 +248,15 @@ class GuardMiddleware:
                     FAILED.labels(status=str(status)).inc()
             await send(message)
 
-        await self.app(scope, receive, counting_send)
-
-
-def authorise(request: Request, api_token: str | None) -> None:
-    """Checks `Authorization: Bearer <api_token>` on a state-changing route; no token set means no check.
-
-    Raises:
-        HTTPException: 401 when the header is missing or wrong (counted as `unauthorized`).
-    """
-    if not api_token:
-        return
-    given = request.headers.get("authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {api_token}".encode()):
-        mark_counted()
-        REJECTED.labels(reason="unauthorized").inc()
-        raise HTTPException(status_code=401, detail="missing or wrong bearer token")
+        try:
+            await self.app(scope, receive, counting_send)
+        except Exception as exc:
+            # Starlette answers an unhandled exception and then re-raises it, so uvicorn logs it a second time and
+            # closes the keep-alive connection under the client's next request. Answered here, neither happens.
+            if started:
+                raise
+            failure = f"internal error: {type(exc).__name__}"
+            await _send_error(scope, counting_send, HTTPStatus.INTERNAL_SERVER_ERROR, failure, exc)
 
 
 def control_router(model: TicketClassifier, api_token: str | None) -> APIRouter:
@@ -179,7 +278,8 @@ def control_router(model: TicketClassifier, api_token: str | None) -> APIRouter:
             raise HTTPException(status_code=404, detail=f"model {name!r} is not served here")
         result = await model.reload(force=force)
         if "error" in result:
-            raise HTTPException(status_code=503, detail=result)
+            detail = f"reload failed, still serving version {result['version']}: {result['error']}"
+            raise HTTPException(status_code=503, detail=detail)
         return result
 
     return router
@@ -192,7 +292,9 @@ def build_app(
     reload_interval: float,
     feedback_store: FeedbackStore | None = None,
 ) -> FastAPI:
-    """Builds KServe's application for one loaded model, plus our middleware and routes.
+    """Builds KServe's application for one loaded model, plus our middleware, error handlers and routes.
+
+    KServe's application is one object per process (`kserve.model_server.app`): call this once.
 
     Args:
         model: A loaded `TicketClassifier`.
@@ -208,20 +310,15 @@ def build_app(
     Raises:
         ValueError: A feedback store is given but the model has no prediction log.
     """
-    from kserve import ModelServer
-    from kserve import model_server as kserve_server
-    from kserve.protocol.rest.server import RESTServer
-
     server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
     server.register_model(model)
     RESTServer(
         kserve_server.FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port
     ).create_application()
     app: FastAPI = kserve_server.app
+    install_error_handlers(app)
     app.include_router(control_router(model, api_token))
     if feedback_store is not None:
-        from ticketflow.serving.feedback_routes import feedback_router  # it imports this module
-
         if model.request_log is None:
             raise ValueError("the feedback routes need the prediction log, and the model has none")
         app.include_router(feedback_router(model.request_log, feedback_store, api_token))

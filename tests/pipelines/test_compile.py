@@ -16,6 +16,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tests.conftest import ROOT
 from ticketflow.components.config import TicketflowConfig
 from ticketflow.pipelines.compile_yaml import compile_to
+from ticketflow.pipelines.drift import drift_pipeline
 from ticketflow.pipelines.training import training_pipeline
 
 STEPS = [
@@ -81,7 +82,7 @@ def test_components_use_our_image_without_installing_kfp(compiled: tuple[Path, p
         assert container["image"].string_value == TicketflowConfig().image
         command = " ".join(v.string_value for v in container["command"].list_value.values)
         assert "pip install" not in command
-        assert "from components." in command  # step logic comes from the project's modules
+        assert "from ticketflow.components." in command  # step logic comes from the project's modules
 
 
 def test_evaluation_outputs_render_in_the_dashboard(compiled: tuple[Path, pipeline_spec_pb2.PipelineSpec]) -> None:
@@ -103,8 +104,22 @@ def test_image_is_configurable_at_compile_time(tmp_path: Path) -> None:
     out = tmp_path / "custom.yaml"
     env = {**os.environ, "TICKETFLOW_IMAGE": "registry.example.com/ticketflow:test"}
     code = (
-        "from pipelines.compile_yaml import compile_to; from pipelines.training import training_pipeline; "
+        "from ticketflow.pipelines.compile_yaml import compile_to; "
+        "from ticketflow.pipelines.training import training_pipeline; "
         f"compile_to(training_pipeline, {str(out)!r})"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
     assert "image: registry.example.com/ticketflow:test" in out.read_text()
+
+
+def test_drift_steps_keep_their_names_and_wrap_the_monitoring_logic(tmp_path: Path) -> None:
+    # The drift wrappers moved to ticketflow.monitoring.kfp; task names are the function names and must not change.
+    path = tmp_path / "drift.yaml"
+    compile_to(drift_pipeline, str(path))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    drift_steps = {"check-for-drift", "read-drift-verdict", "assemble-retraining-data"}
+    assert drift_steps <= {name.removeprefix("comp-") for name in spec["components"]}
+    executors = spec["deploymentSpec"]["executors"]
+    for step in ("check-for-drift", "assemble-retraining-data"):
+        command = " ".join(executors[f"exec-{step}"]["container"]["command"])
+        assert "from ticketflow.monitoring.drift import" in command, step

@@ -25,7 +25,7 @@ from ticketflow.pipelines.drift import drift_pipeline
 from ticketflow.serving.predictor import TicketBatch, TicketClassifier
 
 
-def run_cli(home: Path, *args: str) -> dict:
+def run_cli_process(home: Path, *args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), *args],
         cwd=ROOT,
@@ -34,7 +34,11 @@ def run_cli(home: Path, *args: str) -> dict:
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc
+
+
+def run_cli(home: Path, *args: str) -> dict:
+    return json.loads(run_cli_process(home, *args).stdout.strip().splitlines()[-1])
 
 
 def replay(home: Path, texts: list[str], prefix: str) -> None:
@@ -56,7 +60,16 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_too_little_traffic_gives_not_enough_data_and_no_retrain(home: Path) -> None:
     replay(home, ["printer jammed on floor two", "vpn drops every hour"] * 10, "few")
-    summary = run_cli(home, "drift", "--window-records", "20")
+    # -v after the subcommand: the task logs go to stderr as well as to the run's tasks.log, never to stdout.
+    proc = run_cli_process(home, "drift", "--window-records", "20", "-v")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(proc.stdout.strip().splitlines()) - 1 <= 15 and "Executing task" not in proc.stdout
+    assert proc.stdout.startswith("ticketflow drift check: not enough data")
+    tasks_log = Path(summary["tasks_log"])
+    assert tasks_log.parent == Path(summary["artifacts"]) and tasks_log.parent.parent == home / "runs"
+    for text in (proc.stderr, tasks_log.read_text()):
+        assert "Executing task 'check-for-drift'" in text and "Executing task 'read-drift-verdict'" in text
+    assert "non-Python base image" not in proc.stderr
     assert summary["drift_detected"] is False and summary["enough_data"] is False
     assert "not enough data" in summary["reason"]
     assert summary["retrained"] is False and summary["champion_changed"] is False
@@ -69,6 +82,10 @@ def test_shifted_traffic_is_detected_and_retrains_behind_the_gate(home: Path, cu
     replay(home, (german["subject"].fillna("") + " " + german["body"].fillna("")).tolist(), "de")
     summary = run_cli(home, "drift", "--window-records", "150")
     assert summary["drift_detected"] is True, summary["scores"]
+    tasks_log = Path(summary["tasks_log"]).read_text()  # the nested training pipeline logs into the same run's log
+    assert (
+        "Executing task 'assemble-retraining-data'" in tasks_log and "Executing task 'register-classifier'" in tasks_log
+    )
     assert summary["enough_data"] is True and summary["window"]["tickets"] == 150
     assert {"descriptors", "prediction", "embedding", "confidence"} == set(summary["scores"])
     assert summary["scores"]["embedding"]["drifted"] is True

@@ -55,8 +55,13 @@ def client(home: Path) -> MlflowClient:
 
 
 @pytest.fixture(scope="module")
-def first_run(home: Path) -> dict:
-    return last_json(run_cli(home, "run"))
+def first_proc(home: Path) -> subprocess.CompletedProcess:
+    return run_cli(home, "run")
+
+
+@pytest.fixture(scope="module")
+def first_run(first_proc: subprocess.CompletedProcess) -> dict:
+    return last_json(first_proc)
 
 
 def test_summary_line_has_the_promised_facts(first_run: dict) -> None:
@@ -84,6 +89,28 @@ def test_summary_line_has_the_promised_facts(first_run: dict) -> None:
     assert "no champion" in first_run["decision"]
     html = Path(first_run["report_html"]).read_text()
     assert html.startswith("<!doctype html>") and "data:image/png;base64," in html and "category" in html
+
+
+def test_stdout_is_a_short_summary_and_the_task_logs_go_to_the_run_folder(
+    first_proc: subprocess.CompletedProcess, first_run: dict
+) -> None:
+    lines = first_proc.stdout.strip().splitlines()
+    assert len(lines) - 1 <= 15, first_proc.stdout[:3000]  # a summary, then the JSON line
+    assert lines[0] == "ticketflow training run"
+    assert "Executing task" not in first_proc.stdout + first_proc.stderr
+    # Not a terminal: no progress lines, and kfp's warning about our (non-Python) base image is filtered.
+    assert "non-Python base image" not in first_proc.stderr
+    assert first_proc.stderr.strip() == "", first_proc.stderr[-3000:]
+    tasks_log = Path(first_run["tasks_log"])
+    assert tasks_log.is_file() and tasks_log.parent == Path(first_run["artifacts"])
+    assert f"task log: {tasks_log}" in first_proc.stdout
+    text = tasks_log.read_text()
+    for step in ("ingest-tickets", "prepare-text", "embed-tickets", "train-classifier", "evaluate-classifier"):
+        assert f"Executing task '{step}'" in text and f"Task '{step}' finished with status SUCCESS" in text
+    assert "Pipeline 'ticketflow-training' finished with status SUCCESS" in text
+    assert "\x1b[" not in text  # colour codes are left out of the file
+    assert "Batches:" not in text  # no tqdm bar (a line per redraw) when the output is not a terminal
+    assert not list(tasks_log.parents[1].glob(".tasks-*"))  # the temporary log was moved into the run folder
 
 
 def test_rejected_rows_are_kept_as_an_artifact(first_run: dict) -> None:
@@ -155,9 +182,9 @@ def test_champion_pyfunc_predicts_from_raw_text(first_run: dict, client: MlflowC
 def test_second_run_reuses_vectors_and_gate_keeps_the_champion(
     first_run: dict, home: Path, client: MlflowClient
 ) -> None:
-    proc = run_cli(home, "run")
-    second = last_json(proc)
-    assert "0 to encode" in proc.stdout + proc.stderr  # every vector came from ChromaDB
+    second = last_json(run_cli(home, "run"))
+    assert "0 to encode" in Path(second["tasks_log"]).read_text()  # every vector came from ChromaDB
+    assert second["tasks_log"] != first_run["tasks_log"]
     assert second["model_version"] == "2"
     assert second["champion"] is False  # same data, same seed: equal, not better
     assert "does not beat" in second["decision"]
@@ -207,6 +234,12 @@ def test_unusable_file_fails_with_one_clear_message(tmp_path: Path) -> None:
     bad.write_text("foo,bar\n1,2\n")
     proc = run_cli(tmp_path / "home", "run", "--data", str(bad))
     assert proc.returncode == 1
-    output = proc.stdout + proc.stderr
-    assert "TicketDataError: no text column found among ['foo', 'bar']" in output
+    assert proc.stdout == ""
+    # One error: kfp's message, where the task log is, and the failed task's last lines, which end with the cause.
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("error: ") == 1
     assert "Inner task failed: 'ingest-tickets'" in proc.stderr
+    tasks_log = next((tmp_path / "home" / "runs").glob("ticketflow-training-*/tasks.log"))
+    assert f"The task log is {tasks_log}" in proc.stderr
+    assert proc.stderr.rstrip().endswith(
+        "TicketDataError: no text column found among ['foo', 'bar']; name one with text_columns (e.g. 'subject,body')"
+    )

@@ -14,12 +14,15 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +40,7 @@ from ticketflow.monitoring.cluster_manifests import (
     PROMETHEUS_CONFIG_MAP,
 )
 from ticketflow.pipelines.schedule import DriftSchedule
+from ticketflow.serving.cli import build_serve_parser
 from ticketflow.serving.inference_service import (
     CONTAINER_NAME,
     HEADER,
@@ -564,29 +568,84 @@ def test_kubectl_kustomize_builds_what_the_checks_above_assume(folder: Path, isv
 # --- (e) the builder ------------------------------------------------------------------------------------------
 
 
-def test_registry_alias_when_there_is_no_storage_uri():
+def serve_options(container_spec: dict) -> argparse.Namespace:
+    """The container's command line as `ticketflow serve` parses it: strictly, so an unknown option fails."""
+    assert container_spec["command"] == ["ticketflow", "serve"]
+    try:
+        return build_serve_parser().parse_args(container_spec["args"])
+    except SystemExit as exc:
+        raise AssertionError(f"`ticketflow serve` refuses {container_spec['args']} (exit {exc.code})") from exc
+
+
+@pytest.fixture
+def no_serve_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parser's defaults come from these variables: what the pod gets must come from its args alone."""
+    for name in ("HOST", "PORT", "TICKETFLOW_MODEL_NAME", "TICKETFLOW_MODEL_ALIAS", "TICKETFLOW_MODEL_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    "isvc",
+    [
+        pytest.param(lambda: yaml.safe_load(render_inference_service(ServingDeployment())), id="rendered"),
+        pytest.param(lambda: load_docs(BASE / MANIFEST_FILE)[0], id="committed"),
+        *[
+            pytest.param(
+                lambda overlay=overlay: next(o for o in patched_objects(overlay) if o["kind"] == "InferenceService"),
+                id=f"overlay-{overlay.name}",
+            )
+            for overlay in OVERLAYS
+        ],
+    ],
+)
+def test_the_predictor_runs_ticketflow_serve_with_options_it_accepts(isvc, no_serve_env):
+    isvc = isvc()
+    settings = ServingDeployment()
+    spec = container(isvc)
+    options = serve_options(spec)
+    assert options.host == "0.0.0.0"  # reachable from the Service, not the loopback default
+    assert options.port == settings.port == spec["ports"][0]["containerPort"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert spec[probe]["httpGet"]["port"] == options.port, probe
+    assert isvc["spec"]["predictor"]["annotations"]["prometheus.io/port"] == str(options.port)
+    assert options.model_name == settings.model_name
+    assert spec["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{options.model_name}/ready"
+    assert (options.model_alias, options.model_dir) == (settings.registry_alias, None)
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert spec["command"][0] in scripts  # installed with the project, so on the image's PATH
+
+
+def test_registry_alias_when_there_is_no_storage_uri(no_serve_env):
     isvc = build_inference_service(ServingDeployment(registry_alias="challenger"))
-    args = container(isvc)["args"]
-    assert container(isvc)["command"] == ["python", "-m", "ticketflow.serving"]
-    assert args[args.index("--model_alias") + 1] == "challenger"
-    assert "--model_dir" not in args
+    options = serve_options(container(isvc))
+    assert (options.model_alias, options.model_dir) == ("challenger", None)
     assert "STORAGE_URI" not in env_of(isvc)
 
 
-def test_storage_uri_goes_to_the_storage_initializer_and_the_model_dir():
+def test_storage_uri_goes_to_the_storage_initializer_and_the_model_dir(no_serve_env):
     isvc = build_inference_service(ServingDeployment(storage_uri=STORAGE_URI))
-    args = container(isvc)["args"]
-    assert args[args.index("--model_dir") + 1] == MODEL_MOUNT_PATH
-    assert "--model_alias" not in args
+    options = serve_options(container(isvc))
+    assert options.model_dir == MODEL_MOUNT_PATH
+    assert "--model-alias" not in container(isvc)["args"]
     assert env_of(isvc)["STORAGE_URI"] == {"name": "STORAGE_URI", "value": STORAGE_URI}
     assert container(isvc)["name"] == CONTAINER_NAME  # KServe reads STORAGE_URI from this container only
 
 
-def test_container_command_line_and_environment():
+def test_container_command_line_and_environment(no_serve_env):
     settings = ServingDeployment(model_name="ticket-router", port=9000)
     isvc = build_inference_service(settings)
-    args = container(isvc)["args"]
-    assert args[:6] == ["--model_name", "ticket-router", "--http_port", "9000", "--host", "0.0.0.0"]
+    assert container(isvc)["args"] == [
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "9000",
+        "--model-name",
+        "ticket-router",
+        "--model-alias",
+        "champion",
+    ]
+    options = serve_options(container(isvc))
+    assert (options.host, options.port, options.model_name) == ("0.0.0.0", 9000, "ticket-router")
     env = env_of(isvc)
     assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.ticketflow.svc.cluster.local:5000"
     assert env["TICKETFLOW_VECTOR_STORE"]["value"] == "http://chroma.ticketflow.svc.cluster.local:8000"
@@ -669,7 +728,7 @@ def test_dockerfile_passes_hadolint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfile_agrees_with_the_inference_service():
+def test_dockerfile_agrees_with_the_inference_service(no_serve_env):
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     settings = ServingDeployment()
     for arg in ("ARG BASE_IMAGE=python:3.11-slim", "ARG PIP_CERT=", "ARG TORCH_INDEX_URL=", "ARG GIT_COMMIT="):
@@ -685,7 +744,12 @@ def test_dockerfile_agrees_with_the_inference_service():
         assert f"COPY {folder}/ /app/{folder}/" in text
     assert f"USER {settings.run_as_user}:{settings.run_as_user}" in text
     assert f"EXPOSE {settings.port}" in text
-    assert 'CMD ["python", "-m", "ticketflow.serving", "--http_port", "8080", "--host", "0.0.0.0"]' in text
+    [cmd] = re.findall(r"^CMD (\[.*\])$", text, re.MULTILINE)
+    command = json.loads(cmd)  # exec form: what `docker run <image>` starts, the predictor like the InferenceService
+    program = 3 if command[:3] == ["python", "-m", "ticketflow.serving"] else 2
+    assert command[:program] in (["python", "-m", "ticketflow.serving"], ["ticketflow", "serve"]), command
+    options = build_serve_parser().parse_args(command[program:])  # exits 2 on an option it does not know
+    assert (options.host, options.port) == ("0.0.0.0", settings.port)
     assert "ENTRYPOINT" not in text  # KFP's command and the InferenceService's command replace the CMD whole
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".git", ".venv", ".ticketflow", ".pytest_cache", ".ruff_cache"} <= set(ignored)

@@ -32,6 +32,7 @@ MODEL = "ticket-classifier"
 TOKEN = "test-token-1234"
 V1 = f"/v1/models/{MODEL}:predict"
 V2 = f"/v2/models/{MODEL}/infer"
+FEEDBACK = "/v1/feedback"
 
 
 def free_port() -> int:
@@ -54,9 +55,9 @@ class Server:
                 sys.executable,
                 "-m",
                 "ticketflow.serving",
-                "--http_port",
+                "--port",
                 str(self.port),
-                "--reload_interval",
+                "--reload-interval",
                 str(reload_interval),
             ],
             cwd=ROOT,
@@ -64,7 +65,7 @@ class Server:
             stdout=self.log_path.open("w"),
             stderr=subprocess.STDOUT,
         )
-        deadline = time.time() + 120
+        deadline = time.time() + 240  # loading takes 10-20 s; far more on a machine busy with other work
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
@@ -74,6 +75,8 @@ class Server:
             except requests.ConnectionError:
                 pass
             time.sleep(0.3)
+        self.proc.kill()  # no fixture will stop a server that never became ready
+        self.proc.wait(timeout=30)
         raise RuntimeError(f"server not ready: {self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> int:
@@ -277,6 +280,94 @@ def test_unknown_model_and_oversized_body_and_blocked_endpoints(server: Server) 
     assert predict(server, ["still serving after an unload attempt"]).status_code == 200
 
 
+V2_SINGLE = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["printer jammed"]}]}
+JSON_TYPE = {"content-type": "application/json"}
+# Bad requests of every kind the port can get, with the status each gets; each must answer `{"error": "..."}`.
+BAD_REQUESTS = [
+    ("unknown route", "GET", "/no-such-endpoint", {}, 404),
+    ("wrong method", "DELETE", V1, {}, 405),
+    ("wrong method on our route", "GET", FEEDBACK, {}, 405),
+    ("unknown model", "POST", "/v1/models/nope:predict", {"json": {"instances": ["x"]}}, 404),
+    ("model check", "POST", V1, {"json": {"instances": []}}, 400),
+    ("V1 not JSON", "POST", V1, {"data": b"{not json", "headers": JSON_TYPE}, 400),
+    ("V1 wrong content type", "POST", V1, {"data": b"<a/>", "headers": {"content-type": "application/xml"}}, 400),
+    ("V2 schema", "POST", V2, {"json": {"inputs": "text"}}, 422),
+    ("V2 not JSON", "POST", V2, {"data": b"{not json", "headers": JSON_TYPE}, 422),
+    ("V2 binary without header", "POST", V2, {"data": b"x", "headers": {"content-type": "multipart/form-data"}}, 400),
+    ("V2 model versions", "POST", f"/v2/models/{MODEL}/versions/1/infer", {"json": V2_SINGLE}, 501),
+    ("reload without token", "POST", f"/v1/models/{MODEL}/reload", {}, 401),
+    (
+        "reload of another model",
+        "POST",
+        "/v1/models/other/reload",
+        {"headers": {"Authorization": f"Bearer {TOKEN}"}},
+        404,
+    ),
+    ("feedback without token", "POST", FEEDBACK, {"json": {}}, 401),
+    ("feedback shape", "POST", FEEDBACK, {"json": [1], "headers": {"Authorization": f"Bearer {TOKEN}"}}, 422),
+    (
+        "feedback for an unknown ticket",
+        "POST",
+        FEEDBACK,
+        {
+            "json": {"ticket_id": "zz-0", "labels": {"category": "Network"}},
+            "headers": {"Authorization": f"Bearer {TOKEN}"},
+        },
+        404,
+    ),
+    ("query validation", "GET", "/v1/review-queue?limit=0", {}, 422),
+    ("blocked endpoint", "POST", f"/v2/repository/models/{MODEL}/unload", {}, 403),
+    ("body too large", "POST", V1, {"data": b"x" * 2_100_000, "headers": JSON_TYPE}, 413),
+]
+
+
+@pytest.mark.parametrize(("case", "method", "path", "kwargs", "status"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_every_error_answer_is_one_error_string(
+    server: Server, case: str, method: str, path: str, kwargs: dict, status: int
+) -> None:
+    """KServe's error shape on the whole port: FastAPI's own `{"detail": ...}` answers included."""
+    response = requests.request(method, server.url + path, timeout=30, **kwargs)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert isinstance(body, dict) and list(body) == ["error"], body
+    assert isinstance(body["error"], str) and body["error"].strip(), body
+
+
+def new_log_lines(server: Server, since: int, expected: list[str], timeout: float = 10) -> str:
+    """The server's log written after byte offset `since`, once it holds every expected text (or the timeout)."""
+    deadline = time.time() + timeout
+    while True:
+        text = server.log_path.read_bytes()[since:].decode("utf-8", "replace")
+        if all(line in text for line in expected) or time.time() > deadline:
+            return text
+
+
+def test_client_errors_are_logged_at_info_without_a_traceback_server_errors_with_one(server: Server) -> None:
+    since = server.log_path.stat().st_size
+    for _, method, path, kwargs, status in BAD_REQUESTS:
+        if status < 500:
+            assert requests.request(method, server.url + path, timeout=30, **kwargs).status_code == status
+    expected = [
+        f"INFO ticketflow.serving.server: {method} {path.split('?')[0]} -> {status}: "
+        for _, method, path, _, status in BAD_REQUESTS
+        if status < 500
+    ]
+    logged = new_log_lines(server, since, expected)
+    for line in expected:
+        assert line in logged
+    assert "Traceback" not in logged and " ERROR " not in logged and " WARNING " not in logged, logged[-3000:]
+
+    since = server.log_path.stat().st_size
+    path = f"/v2/models/{MODEL}/versions/1/infer"
+    assert requests.post(server.url + path, json=V2_SINGLE, timeout=30).status_code == 501
+    line = f"ERROR ticketflow.serving.server: POST {path} -> 501: Model versioning not supported yet."
+    logged = new_log_lines(server, since, [line, "NotImplementedError"])
+    assert line in logged
+    assert logged.index("Traceback (most recent call last)") > logged.index(line)
+    assert logged.count("Traceback") == 1  # logged once, not again by kserve or uvicorn
+
+
 def test_chunked_bodies_are_counted_against_the_limit(server: Server) -> None:
     """Without a declared length the guard reads the body itself: over the limit is a 413, under it is served."""
 
@@ -456,7 +547,6 @@ def test_hot_reload_under_load_and_a_broken_model_keeps_the_old_one(home: Path, 
 
 
 # ---- agents' feedback and the review queue ------------------------------------------------------------------
-FEEDBACK = "/v1/feedback"
 REVIEW_QUEUE = "/v1/review-queue"
 VAGUE_TICKETS = [
     "hello",
@@ -516,7 +606,7 @@ def test_feedback_for_an_unknown_ticket_is_a_404_and_stores_nothing(server: Serv
     before = len(feedback_store(home).read())
     response = post_feedback(server, {"ticket_id": "never-answered-0", "labels": {"category": "Network"}})
     assert response.status_code == 404, response.text
-    assert "'never-answered-0' is not in the prediction log" in response.json()["detail"]
+    assert "'never-answered-0' is not in the prediction log" in response.json()["error"]
     assert feedback_store(home).get("never-answered-0") is None and len(feedback_store(home).read()) == before
     metrics = requests.get(server.url + "/metrics", timeout=10).text
     assert 'ticketflow_requests_rejected_total{reason="unknown_ticket"}' in metrics
@@ -551,7 +641,7 @@ def test_malformed_feedback_gets_a_4xx_and_stores_nothing(
         timeout=30,
     )
     assert response.status_code == status, response.text
-    assert message in response.json()["detail"]
+    assert message in response.json()["error"]
     assert feedback_store(home).get("fb-bad-0") is None
 
 

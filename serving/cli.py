@@ -1,0 +1,152 @@
+"""The predictor's command line: `ticketflow serve` (and `python -m ticketflow.serving`).
+
+It serves the MLflow model behind the registry alias (`champion` unless told otherwise; tracking URI from
+`MLFLOW_TRACKING_URI`, else the embedded sqlite file), or a model directory (what a KServe `storageUri` delivers
+at /mnt/models). It binds 127.0.0.1 unless told otherwise: a container passes `--host 0.0.0.0`.
+
+The parser takes only the options the predictor honours and refuses any other. Importing this module is cheap:
+kserve (and the model stack) are imported by `run_server` only, because importing `kserve.model_server` parses
+`sys.argv` with kserve's own parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ticketflow.components.config import TicketflowConfig
+
+_CONFIG_DEFAULTS = TicketflowConfig()
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+API_TOKEN_ENV = "TICKETFLOW_API_TOKEN"  # nosec B105  # the name of a variable, not a secret
+DESCRIPTION = (
+    "Serve the ticket classifier over HTTP (KServe V1 and V2 protocols, /metrics, reload, feedback): the model "
+    "behind a registry alias, or a model directory. State-changing routes need `Authorization: Bearer <token>` "
+    f"when {API_TOKEN_ENV} is set."
+)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the predictor's options to `parser` (the `serve` subcommand, or a standalone parser).
+
+    Defaults come from the environment where one is set (`HOST`, `PORT`, `TICKETFLOW_MODEL_NAME`,
+    `TICKETFLOW_MODEL_ALIAS`, `TICKETFLOW_MODEL_DIR`), read when this is called.
+
+    Args:
+        parser: The parser to add to.
+    """
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("HOST", DEFAULT_HOST),
+        help="address to bind; 0.0.0.0 in a container (default: %(default)s; env HOST)",
+    )
+    parser.add_argument(
+        "--port",
+        "--http-port",
+        "--http_port",
+        dest="port",
+        type=int,
+        # A string default goes through `type` only when used: a bad PORT fails `serve`, not every command.
+        default=os.environ.get("PORT", str(DEFAULT_PORT)),
+        help="HTTP port (default: %(default)s; env PORT)",
+    )
+    parser.add_argument(
+        "--model-name",
+        "--model_name",
+        dest="model_name",
+        default=os.environ.get("TICKETFLOW_MODEL_NAME") or _CONFIG_DEFAULTS.registered_model_name,
+        help="registered model to serve, also its name in the URL (default: %(default)s; env TICKETFLOW_MODEL_NAME)",
+    )
+    parser.add_argument(
+        "--model-alias",
+        "--model_alias",
+        dest="model_alias",
+        default=os.environ.get("TICKETFLOW_MODEL_ALIAS") or _CONFIG_DEFAULTS.champion_alias,
+        help="registry alias to serve and follow (default: %(default)s; env TICKETFLOW_MODEL_ALIAS)",
+    )
+    model_dir = os.environ.get("TICKETFLOW_MODEL_DIR") or None
+    shown_dir = model_dir.replace("%", "%%") if model_dir else "none, serve the registry alias"
+    parser.add_argument(
+        "--model-dir",
+        "--model_dir",
+        dest="model_dir",
+        default=model_dir,
+        help=f"serve this MLflow model directory instead, e.g. /mnt/models (default: {shown_dir}; "
+        "env TICKETFLOW_MODEL_DIR)",
+    )
+    parser.add_argument(
+        "--reload-interval",
+        "--reload_interval",
+        dest="reload_interval",
+        type=float,
+        default=None,  # None: the configuration's value, read when the server starts
+        help="seconds between checks whether the alias moved to a new version; 0 disables (default: "
+        f"{_CONFIG_DEFAULTS.reload_interval_seconds:g}, the configuration's reload_interval_seconds)",
+    )
+
+
+def build_serve_parser(prog: str = "ticketflow serve") -> argparse.ArgumentParser:
+    """A standalone parser of the predictor's options, strict with `parse_args`.
+
+    Args:
+        prog: Program name shown in usage and errors.
+
+    Returns:
+        The parser.
+    """
+    # No abbreviations: `--model` or `--http` must not quietly mean some option (kserve's parser takes them).
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, allow_abbrev=False)
+    add_serve_arguments(parser)
+    return parser
+
+
+def _import_kserve_quietly():
+    # Importing kserve.model_server parses sys.argv (abbreviations of its options included, exit 2 on a bad value):
+    # hide ours from it.
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        import kserve.model_server as kserve_server
+    finally:
+        sys.argv = argv
+    return kserve_server
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """Loads the model, builds the application and serves it until SIGINT/SIGTERM.
+
+    Args:
+        args: Options parsed by a parser that `add_serve_arguments` filled.
+
+    Returns:
+        The exit code: 0 after a clean shutdown, 1 when there is nothing to serve (the reason on stderr).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _import_kserve_quietly()
+    # The model stack (kserve, torch, mlflow) loads only now that kserve was imported with a clean sys.argv.
+    from kserve.errors import ModelMissingError
+
+    from ticketflow.monitoring.feedback import FeedbackStore, feedback_uri
+    from ticketflow.monitoring.request_log import PredictionLog
+    from ticketflow.serving.predictor import TicketClassifier
+    from ticketflow.serving.server import build_app, serve
+
+    cfg = TicketflowConfig.from_env(registered_model_name=args.model_name, champion_alias=args.model_alias)
+    reload_interval = cfg.reload_interval_seconds if args.reload_interval is None else args.reload_interval
+    request_log = PredictionLog(cfg.prediction_log, retention_days=cfg.log_retention_days)
+    model = TicketClassifier(args.model_name, cfg, model_dir=args.model_dir, request_log=request_log)
+    try:
+        model.load()
+    except ModelMissingError as exc:
+        print(f"error: nothing to serve: {exc}", file=sys.stderr)
+        return 1
+    feedback_store = FeedbackStore(feedback_uri(cfg))  # its routes check ticket ids against the model's request_log
+    api_token = os.environ.get(API_TOKEN_ENV) or None
+    app = build_app(model, args.port, api_token, reload_interval, feedback_store)
+    logging.getLogger(__name__).info(
+        "serving %s v%s on http://%s:%d", model.name, model.loaded.version, args.host, args.port
+    )
+    serve(app, args.host, args.port)
+    return 0
