@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass
 
-from prometheus_client import Counter
+from ticketflow.monitoring.metrics import FAILED, REJECTED
 
-REJECTED = Counter("ticketflow_requests_rejected_total", "Requests answered with a 4xx, by reason.", ["reason"])
-FAILED = Counter("ticketflow_requests_failed_total", "Requests answered with a 5xx, by status code.", ["status"])
+__all__ = ["FAILED", "REJECTED", "begin_request", "count_rejected", "mark_counted"]
 
 
 @dataclass

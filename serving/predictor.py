@@ -24,12 +24,12 @@ import numpy as np
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelMissingError
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from prometheus_client import Counter, Gauge, Histogram
 
 from ticketflow.components.config import TicketflowConfig
 from ticketflow.components.embed import VectorStore, encode_texts
 from ticketflow.components.model import TicketModel
 from ticketflow.components.prepare import normalise_whitespace
+from ticketflow.monitoring.metrics import CONFIDENCE, MODEL_INFO, NEEDS_REVIEW, PREDICTIONS, RELOADS, TICKETS
 from ticketflow.monitoring.request_log import PredictionLog, PredictionRecord
 from ticketflow.serving.accounting import count_rejected
 from ticketflow.serving.privacy import mask_personal_data
@@ -43,20 +43,6 @@ TOP_K = 3
 INSTANCE_TEXT_KEYS = ("subject", "title", "body", "description", "text", "tags")
 TAG_KEYS = ("tags",)
 V2_INPUT = "text"
-
-PREDICTIONS = Counter(
-    "ticketflow_predictions_total", "Tickets answered, by target and predicted label.", ["model", "target", "label"]
-)
-CONFIDENCE = Histogram(
-    "ticketflow_prediction_confidence",
-    "Top-label confidence of answered tickets.",
-    ["model", "target"],
-    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
-)
-TICKETS = Counter("ticketflow_tickets_total", "Tickets answered.", ["model"])
-NEEDS_REVIEW = Counter("ticketflow_needs_review_total", "Answered tickets flagged for human review.", ["model"])
-MODEL_INFO = Gauge("ticketflow_model_info", "The model version being served (value 1).", ["model", "version"])
-RELOADS = Counter("ticketflow_model_reloads_total", "Attempts to load a new champion, by result.", ["result"])
 
 
 def reject(reason: str, message: str) -> InvalidInput:
