@@ -58,14 +58,12 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation /app \
     && pip check \
     && rm -rf /app/build /app/*.egg-info
 
-# The services of manifests/base as defaults: Kubeflow runs pipeline pods in its own namespace, out of reach
-# of the ticketflow-config ConfigMap, so the image carries the addresses (pipeline parameters and pod env
-# override them; the InferenceService sets its own).
+# The cluster profile of components/config.py (state in /var/lib/ticketflow, the services of manifests/base):
+# Kubeflow runs pipeline pods in its own namespace, out of reach of the ticketflow-config ConfigMap, so the image
+# selects it (pipeline parameters and pod env override single values). The addresses live in config.py only.
 ARG GIT_COMMIT=unknown
-ENV TICKETFLOW_HOME=/var/lib/ticketflow \
-    TICKETFLOW_GIT_COMMIT=${GIT_COMMIT} \
-    MLFLOW_TRACKING_URI=http://mlflow.ticketflow.svc.cluster.local:5000 \
-    TICKETFLOW_VECTOR_STORE=http://chroma.ticketflow.svc.cluster.local:8000
+ENV TICKETFLOW_PROFILE=cluster \
+    TICKETFLOW_GIT_COMMIT=${GIT_COMMIT}
 
 USER 10001:10001
 EXPOSE 8080

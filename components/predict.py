@@ -9,10 +9,10 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
+from ticketflow.components.champion import load_champion
 from ticketflow.components.config import TicketflowConfig
 from ticketflow.components.ingest import SOURCE_ROW, read_tickets
 from ticketflow.components.model import TicketModel
-from ticketflow.components.register import load_champion
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,20 @@
-"""Drift check: live traffic (the prediction log) against the champion's training reference, with Evidently.
+"""The drift check on in-memory frames: a window of traffic against the reference, and its HTML report.
 
-Signals, each a score beside a threshold:
+Signals, each a score beside a threshold (the statistics are in `ticketflow.monitoring.statistics`):
 - `descriptors`: drift of text descriptors (length, non-letter share, out-of-vocabulary share against the
   reference vocabulary), Evidently `ValueDrift` (Wasserstein distance, normed); the score is the largest.
 - `prediction`: drift of the predicted category mix, Evidently `ValueDrift` (Jensen-Shannon distance).
-- `embedding`: distance between mean ticket embeddings, Evidently's `DistanceDriftMethod`; its threshold is
-  the bootstrap quantile of the same distance between reference resamples (a statistical test, so the
-  threshold adapts to window size).
+- `embedding`: distance between mean ticket embeddings; its threshold is the bootstrap quantile of the same
+  distance between reference resamples (a statistical test, so the threshold adapts to window size).
 - `confidence`: drop of the mean top-label confidence, reference minus window.
 Drift is then attributed per predicted queue: each queue's share of the window and of the reference, and
 whether that queue's tickets drifted (the embedding test on that queue's tickets alone).
 
 Evidently renders the HTML report for the descriptors, predictions and confidences. The embedding
 columns are kept out of the report itself: with 384 columns, Evidently's generic column statistics take
-about a minute for 10k × 10k rows, while the drift method itself takes milliseconds.
+about a minute for 10k × 10k rows, while the embedding test itself takes milliseconds.
+
+The drift step on the configured stores (champion, prediction log, metrics) is `ticketflow.monitoring.drift_check`.
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger(__name__)
+from ticketflow.monitoring.statistics import (
+    DESCRIPTORS,
+    embedding_drift,
+    jensen_shannon,
+    null_quantile,
+    text_descriptors,
+    vocabulary,
+    wasserstein_normed,
+)
 
-_WORD = re.compile(r"[^\W\d_]+")
-_NON_LETTER = re.compile(r"[^\W_]")  # counts letters and digits; the share below is 1 - letters / characters
-DESCRIPTORS = ("text_length", "non_letter_share", "oov_share")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,103 +86,6 @@ class DriftResult:
     def to_dict(self) -> dict[str, object]:
         """The summary as plain data."""
         return asdict(self)
-
-
-def vocabulary(texts: pd.Series) -> frozenset[str]:
-    """Lower-cased words of the texts."""
-    words: set[str] = set()
-    for text in texts:
-        words.update(w.lower() for w in _WORD.findall(text))
-    return frozenset(words)
-
-
-def text_descriptors(texts: pd.Series, vocab: frozenset[str]) -> pd.DataFrame:
-    """Length, non-letter share and out-of-vocabulary share of each text.
-
-    Args:
-        texts: Ticket texts.
-        vocab: Known words (the reference's); words outside it count as out of vocabulary.
-
-    Returns:
-        One row per text with the columns of `DESCRIPTORS`.
-    """
-    rows = []
-    for text in texts:
-        words = [w.lower() for w in _WORD.findall(text)]
-        letters = sum(ch.isalpha() for ch in text)
-        rows.append(
-            (
-                float(len(text)),
-                1.0 - letters / max(len(text), 1),
-                sum(w not in vocab for w in words) / max(len(words), 1),
-            )
-        )
-    return pd.DataFrame(rows, columns=list(DESCRIPTORS), index=texts.index)
-
-
-def _wasserstein_normed(current: np.ndarray, reference: np.ndarray) -> float:
-    """Evidently's "wasserstein" statistic: Wasserstein distance divided by the reference's spread."""
-    from scipy.stats import wasserstein_distance
-
-    spread = float(np.std(reference)) or 1e-9
-    return float(wasserstein_distance(reference, current) / spread)
-
-
-def _jensen_shannon(current: np.ndarray, reference: np.ndarray) -> float:
-    """Evidently's "jensenshannon" statistic on category frequencies."""
-    from scipy.spatial.distance import jensenshannon
-
-    categories = np.unique(np.concatenate([reference, current]))
-    p = np.array([(reference == c).mean() for c in categories])
-    q = np.array([(current == c).mean() for c in categories])
-    return float(jensenshannon(p, q))
-
-
-def _null_quantile(statistic, reference: np.ndarray, size: int, quantile: float, rounds: int = 300) -> float:
-    """The statistic's quantile between two disjoint parts of the reference, one of the window's size.
-
-    Drawing the window from one half and comparing it with the other keeps the two independent, as a real
-    window is; the half-size reference makes the threshold slightly conservative (fewer false alarms).
-    """
-    rng = np.random.default_rng(0)
-    values = []
-    for _ in range(rounds):
-        order = rng.permutation(len(reference))
-        half = len(reference) // 2
-        window, rest = reference[order[:half]], reference[order[half:]]
-        picked = rng.choice(len(window), size, replace=size > len(window))
-        values.append(statistic(window[picked], rest))
-    return float(np.quantile(values, quantile))
-
-
-def embedding_drift(current: np.ndarray, reference: np.ndarray, quantile: float) -> tuple[float, float, bool]:
-    """Evidently's distance method with a bootstrap threshold.
-
-    Returns:
-        The distance between mean embeddings, the bootstrap threshold and whether it was exceeded.
-    """
-    from evidently.legacy.metrics.data_drift import embedding_drift_methods as methods
-
-    method = methods.DistanceDriftMethod(dist="euclidean", bootstrap=True, quantile_probability=quantile)
-    ref, cur = pd.DataFrame(reference), pd.DataFrame(current)
-    score, drifted, _ = method(cur, ref)
-    # Evidently returns only the verdict: recompute its bootstrap quantile to report the threshold too.
-    threshold = _bootstrap_threshold(ref, cur, quantile, methods.N_BOOTSTRAP)
-    return float(score), threshold, bool(drifted)
-
-
-def _bootstrap_threshold(ref: pd.DataFrame, cur: pd.DataFrame, quantile: float, rounds: int) -> float:
-    n_ref, n_cur = len(ref), len(cur)
-    b_ref = int(n_ref**2 / (n_ref + n_cur))
-    b_cur = int(n_cur * n_ref / (n_ref + n_cur))
-    values = ref.to_numpy()
-    distances = []
-    for i in range(rounds):
-        rng = np.random.RandomState(i)  # Evidently seeds each round the same way
-        a = values[rng.choice(n_ref, b_ref)].mean(0)
-        b = values[rng.choice(n_ref, b_cur)].mean(0)
-        distances.append(float(np.linalg.norm(a - b)))
-    return float(np.percentile(distances, 100 * quantile))
 
 
 def _evidently_report(
@@ -257,13 +167,13 @@ def check_drift(
     limits = {
         c: max(
             thresholds.descriptor,
-            _null_quantile(_wasserstein_normed, ref[c].to_numpy(float), len(cur), thresholds.null_quantile),
+            null_quantile(wasserstein_normed, ref[c].to_numpy(float), len(cur), thresholds.null_quantile),
         )
         for c in DESCRIPTORS
     }
     prediction_limit = max(
         thresholds.prediction,
-        _null_quantile(_jensen_shannon, ref["predicted"].to_numpy(), len(cur), thresholds.null_quantile),
+        null_quantile(jensen_shannon, ref["predicted"].to_numpy(), len(cur), thresholds.null_quantile),
     )
     excess = {c: values[c] / limits[c] for c in DESCRIPTORS}
     worst = max(excess, key=excess.get)
@@ -368,213 +278,3 @@ def _summary_html(result: DriftResult, evidently_html: str) -> str:
     if "<body" in evidently_html:
         return re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + summary, evidently_html, count=1)
     return f"<!doctype html><html><head><meta charset='utf-8'></head><body>{summary}{evidently_html}</body></html>"
-
-
-# ---- the drift step on the configured stores ------------------------------------------------------------------
-
-
-@dataclass
-class Champion:
-    """The served model with its reference snapshot."""
-
-    version: str
-    model: object  # ticketflow.components.model.TicketModel (imported lazily: heavy)
-    reference: pd.DataFrame
-    run_id: str
-
-
-def load_champion_reference(cfg) -> Champion:
-    """The champion model and the training reference logged with it.
-
-    Raises:
-        LookupError: There is no champion yet.
-    """
-    import mlflow
-    from mlflow import MlflowClient
-
-    from ticketflow.components.register import load_champion
-
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    client = MlflowClient()
-    champion = load_champion(client, cfg.registered_model_name, cfg.champion_alias)
-    if champion is None:
-        raise LookupError(f"no {cfg.champion_alias} for {cfg.registered_model_name}: train first (make run)")
-    version, model = champion
-    details = client.get_model_version(cfg.registered_model_name, version)
-    reference = pd.read_parquet(mlflow.artifacts.download_artifacts(details.tags["reference_uri"]))
-    return Champion(version, model, reference, details.run_id)
-
-
-def read_window(log_uri: str, hours: float, records: int) -> pd.DataFrame:
-    """The window of served tickets: the last `records` (when > 0), else the last `hours`."""
-    from ticketflow.monitoring.request_log import PredictionLog
-
-    log_ = PredictionLog(log_uri)
-    try:
-        if records > 0:
-            return log_.read(last_n=records)
-        return log_.read(since=datetime.now(UTC) - pd.Timedelta(hours=hours))
-    finally:
-        log_.close()
-
-
-def run_drift_check(
-    cfg,
-    window_hours: float = 24.0,
-    window_records: int = 0,
-    thresholds: DriftThresholds | None = None,
-) -> tuple[DriftResult, str]:
-    """The drift step: champion reference vs. a window of the prediction log.
-
-    Args:
-        cfg: Configuration (MLflow, vector store, prediction log).
-        window_hours: Window length when `window_records` is 0.
-        window_records: Use the last N served tickets instead of a time window.
-        thresholds: Signal thresholds.
-
-    Returns:
-        The verdict (with live accuracy on corrected tickets) and the HTML report.
-    """
-    from ticketflow.components.embed import VectorStore
-    from ticketflow.components.prepare import TEXT
-    from ticketflow.monitoring.feedback import FeedbackStore, feedback_uri
-
-    champion = load_champion_reference(cfg)
-    model = champion.model
-    target = model.mapping.category_column
-    window = read_window(cfg.prediction_log, window_hours, window_records)
-    store = VectorStore(cfg.vector_store)
-    started = time.perf_counter()
-    ref_texts = champion.reference[TEXT].tolist()
-    ref_vectors = model.embed(ref_texts, store)
-    ref_pred = model.predict(ref_texts, ref_vectors)[target]
-    reference = pd.DataFrame({"text": ref_texts, "predicted": ref_pred.labels, "confidence": ref_pred.confidences})
-    if len(window):
-        cur_texts = window["text"].tolist()
-        cur_vectors = model.embed(cur_texts, store)
-        current = pd.DataFrame(
-            {
-                "text": cur_texts,
-                "predicted": window[f"label_{target}"].astype(str).to_numpy(),
-                "confidence": window[f"confidence_{target}"].astype(float).to_numpy(),
-            }
-        )
-    else:
-        cur_vectors = np.zeros((0, ref_vectors.shape[1]), dtype=np.float32)
-        current = pd.DataFrame({"text": [], "predicted": [], "confidence": []})
-    embed_seconds = time.perf_counter() - started
-    result, report = check_drift(current, reference, cur_vectors, ref_vectors, target, thresholds)
-    result.model_version = champion.version
-    result.window.update(
-        {
-            "hours": window_hours if window_records <= 0 else None,
-            "records": window_records or None,
-            "embed_seconds": round(embed_seconds, 3),
-        }
-    )
-    result.live_accuracy = FeedbackStore(feedback_uri(cfg)).live_accuracy()
-    return result, report
-
-
-def export_metrics(result: DriftResult, cfg, pushgateway: str = "") -> str:
-    """Publishes the check's scores as Prometheus metrics (names from `ticketflow.monitoring.metrics_catalog`).
-
-    Args:
-        result: The check's verdict.
-        cfg: Configuration (home folder for the local text file).
-        pushgateway: Pushgateway address (`host:port`) on a cluster; empty writes a node-exporter text file.
-
-    Returns:
-        Where the metrics went.
-    """
-    from pathlib import Path
-
-    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
-
-    from ticketflow.monitoring.metrics_catalog import DRIFT_METRICS
-
-    registry = CollectorRegistry()
-    names = set(DRIFT_METRICS)
-
-    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-        if name not in names:  # the dashboard queries these names
-            raise ValueError(f"{name} is not in the metrics catalog")
-        return Gauge(name, doc, labels, registry=registry)
-
-    gauge("ticketflow_drift_detected", "1 when the last check found drift.").set(int(result.drift_detected))
-    gauge("ticketflow_drift_window_tickets", "Tickets in the last check's window.").set(result.window.get("tickets", 0))
-    gauge("ticketflow_drift_last_check_timestamp_seconds", "When the last drift check completed.").set(
-        datetime.fromisoformat(result.checked_at).timestamp()
-    )
-    score = gauge("ticketflow_drift_score", "Drift score per signal.", ("signal",))
-    threshold = gauge("ticketflow_drift_threshold", "Drift threshold per signal.", ("signal",))
-    for signal, values in result.scores.items():
-        score.labels(signal=signal).set(float(values["score"]))
-        threshold.labels(signal=signal).set(float(values["threshold"]))
-    share = gauge("ticketflow_drift_queue_share", "Share of the window per predicted queue.", ("queue",))
-    drifted = gauge("ticketflow_drift_queue_drifted", "1 when a queue's tickets drifted.", ("queue",))
-    for queue in result.queues:
-        share.labels(queue=str(queue["queue"])).set(float(queue["share"]))
-        drifted.labels(queue=str(queue["queue"])).set(int(bool(queue["drifted"])))
-    accuracy = gauge("ticketflow_live_accuracy", "Accuracy on tickets corrected by agents.", ("target",))
-    for target, values in result.live_accuracy.items():
-        accuracy.labels(target=target).set(float(values["accuracy"]))
-    if pushgateway:
-        push_to_gateway(pushgateway, job="ticketflow-drift", registry=registry)
-        return f"pushgateway {pushgateway}"
-    path = Path(cfg.home) / "metrics" / "drift.prom"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), registry)
-    return str(path)
-
-
-def assemble_retraining_data(cfg, out_path: str) -> dict[str, object]:
-    """Training data for a retrain: the champion's data (train and test) plus tickets agents corrected.
-
-    A corrected ticket missing a correction for some target takes the served prediction for it (recorded
-    with the correction), so a category-only correction still teaches the category.
-
-    Args:
-        cfg: Configuration.
-        out_path: Parquet file to write.
-
-    Returns:
-        Row counts: reference, corrected, total.
-    """
-    import mlflow
-    from mlflow import MlflowClient
-
-    from ticketflow.monitoring.feedback import FeedbackStore, feedback_uri
-
-    champion = load_champion_reference(cfg)
-    targets = list(champion.model.targets)
-    test_uri = f"runs:/{champion.run_id}/reference/test.parquet"
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    MlflowClient()  # the tracking URI is set: the next download resolves against it
-    previous = pd.concat(
-        [champion.reference, pd.read_parquet(mlflow.artifacts.download_artifacts(test_uri))], ignore_index=True
-    )
-    columns = ["ticket_id", "text", *targets, *(["resolution"] if "resolution" in previous.columns else [])]
-    previous = previous[columns]
-    store = FeedbackStore(feedback_uri(cfg))
-    corrected = store.labelled_tickets() if store.labelled_ticket_ids() else pd.DataFrame(columns=["ticket_id"])
-    from ticketflow.monitoring.request_log import PredictionLog
-
-    served = PredictionLog(cfg.prediction_log)
-    for target in targets:
-        if target not in corrected.columns:
-            corrected[target] = np.nan
-        missing = corrected[target].isna()
-        corrected.loc[missing, target] = [
-            ((served.get(t) or {}).get("labels") or {}).get(target) for t in corrected.loc[missing, "ticket_id"]
-        ]
-    served.close()
-    unlabelled = corrected[targets].isna().any(axis=1)
-    if unlabelled.any():
-        log.warning("retraining data: %d corrected tickets left out (no label for every target)", unlabelled.sum())
-    corrected = corrected.loc[~unlabelled, [c for c in columns if c in corrected.columns]]
-    data = pd.concat([previous[~previous["ticket_id"].isin(corrected["ticket_id"])], corrected], ignore_index=True)
-    data.to_parquet(out_path, index=False)
-    counts = {"reference": len(previous), "corrected": len(corrected), "total": len(data)}
-    log.info("retraining data: %s -> %s", counts, out_path)
-    return counts

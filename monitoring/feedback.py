@@ -13,6 +13,9 @@ right when a client reuses a request id and its tickets are logged again.
 One table `feedback`, one row per (ticket, target), in a SQLite file named by the URI (`sqlite:///path.db`, three
 slashes then a relative path, or four for an absolute one). It can be the prediction log's own file: the log's
 table is `predictions`. Every call opens its own connection, so threads and processes can share the store.
+
+Why one module of ~480 lines: the store, its review queue and the live-accuracy query read the same table and
+share its validation; they move to SQLAlchemy together with the prediction log.
 Nothing happens at import, and constructing a store creates no file: the first `record` does.
 """
 
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 import unicodedata
 from collections.abc import Iterator, Mapping
@@ -148,7 +150,7 @@ class FeedbackRecord:
 
 def feedback_uri(cfg: TicketflowConfig) -> str:
     """The feedback store's URI: `TICKETFLOW_FEEDBACK`, else `sqlite:///<absolute home>/feedback.db`."""
-    return os.environ.get("TICKETFLOW_FEEDBACK") or f"sqlite:///{Path(cfg.home).resolve() / 'feedback.db'}"
+    return cfg.feedback_store
 
 
 class FeedbackStore:

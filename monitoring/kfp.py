@@ -1,13 +1,13 @@
-"""Thin KFP v2 wrappers of the drift steps: check for drift → read the verdict → assemble the retraining data.
+"""Thin KFP v2 wrappers of the drift steps: check for drift, read the verdict, assemble data, count retraining runs.
 
 The drift pipeline (`ticketflow.pipelines.drift`) chains them and, on drift, runs the training pipeline on
-the assembled data. As with the training steps' wrappers (`ticketflow.components.kfp`, whose `component`
-decorator and base image these share), each body imports its logic because a lightweight component ships only
-its function's source. (No `from __future__ import annotations` here: KFP reads the annotations at decoration
-time.)
+the assembled data, with `count_retrain_run` as the exit task of those retraining steps. As with the training
+steps' wrappers (`ticketflow.components.kfp`, whose `component` decorator and base image these share), each
+body imports its logic because a lightweight component ships only its function's source. (No
+`from __future__ import annotations` here: KFP reads the annotations at decoration time.)
 """
 
-from kfp.dsl import HTML, Artifact, Metrics, Output
+from kfp.dsl import HTML, Artifact, Metrics, Output, PipelineTaskFinalStatus
 
 from ticketflow.components.kfp import component
 
@@ -48,7 +48,8 @@ def check_for_drift(
     import logging
 
     from ticketflow.components.config import TicketflowConfig
-    from ticketflow.monitoring.drift import DriftThresholds, export_metrics, run_drift_check
+    from ticketflow.monitoring.drift import DriftThresholds
+    from ticketflow.monitoring.drift_check import export_drift_metrics, run_drift_check
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     thresholds = DriftThresholds(
@@ -68,7 +69,7 @@ def check_for_drift(
     drift_metrics.log_metric("drift_detected", int(result.drift_detected))
     for signal, values in result.scores.items():
         drift_metrics.log_metric(f"{signal}_score", float(values["score"]))
-    export_metrics(result, cfg, pushgateway)
+    export_drift_metrics(result, cfg.home, pushgateway)
     return text
 
 
@@ -102,7 +103,7 @@ def assemble_retraining_data(data_dir: str) -> str:
     from pathlib import Path
 
     from ticketflow.components.config import TicketflowConfig
-    from ticketflow.monitoring.drift import assemble_retraining_data as assemble
+    from ticketflow.monitoring.retraining import assemble_retraining_data as assemble
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = TicketflowConfig.from_env()
@@ -111,3 +112,25 @@ def assemble_retraining_data(data_dir: str) -> str:
     path = folder / f"retraining-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
     assemble(cfg, str(path))
     return str(path)
+
+
+@component
+def count_retrain_run(status: PipelineTaskFinalStatus, pushgateway: str) -> str:
+    """Counts a finished retraining run in ticketflow_retrain_runs_total by how it ended (the exit task).
+
+    Args:
+        status: Final status of the retraining steps, filled in by KFP.
+        pushgateway: Prometheus Pushgateway host:port; empty writes a text file under the state folder.
+
+    Returns:
+        The result counted: succeeded or failed.
+    """
+    import logging
+
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.monitoring.retraining import count_retrain_run as count
+    from ticketflow.monitoring.retraining import retrain_result
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    count(status.state, TicketflowConfig.from_env().home, pushgateway)
+    return retrain_result(status.state)

@@ -16,6 +16,10 @@ Two backends, chosen by the URI:
 As with SQLAlchemy and MLflow URIs, three slashes are followed by the path, so `sqlite:///logs/p.db` is relative
 to the working folder and `sqlite:////var/log/p.db` is absolute.
 
+Why one module of ~770 lines: both backends share the record schema, the masking hook, the batching writer
+thread and its flush-on-shutdown contract, and splitting them would spread one write path over three files. The
+next step (one SQLAlchemy store for SQLite and PostgreSQL, with the Parquet backend gone) shrinks it.
+
 Nothing happens at import, and constructing a log creates no files: the parent folder is created and the
 writer thread started when the first records are appended.
 """

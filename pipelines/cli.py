@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
 
-from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.config import TicketflowConfig, export_to_environment
 from ticketflow.monitoring.drift import DriftThresholds
 from ticketflow.pipelines.local_runner import ANSI_ESCAPE, PipelineRun, run_pipeline
 from ticketflow.serving.cli import DESCRIPTION as SERVE_DESCRIPTION
@@ -38,9 +37,10 @@ EXPECTED_ERRORS = (ValueError, KeyError, OSError, RuntimeError)
 
 
 def _use_home(args: argparse.Namespace) -> TicketflowConfig:
-    # Subprocess tasks inherit the environment: make the state folder absolute so every step agrees on it.
+    # kfp.local's tasks and the server read their settings from the environment they inherit: hand them the state
+    # folder there, absolute so that every step agrees on it.
     home = Path(args.home or TicketflowConfig.from_env().home).resolve()
-    os.environ["TICKETFLOW_HOME"] = str(home)
+    export_to_environment(home=str(home))
     return TicketflowConfig.from_env()
 
 
@@ -138,14 +138,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_promote(args: argparse.Namespace) -> None:
     """`promote`: move champion to a version by hand."""
-    from ticketflow.components.register import promote
+    from ticketflow.components.champion import promote
 
     print(promote(_use_home(args), str(args.version)))
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
     """`rollback`: move champion back to the previous champion."""
-    from ticketflow.components.register import rollback
+    from ticketflow.components.champion import rollback
 
     print(rollback(_use_home(args)))
 
@@ -155,7 +155,7 @@ def cmd_champion(args: argparse.Namespace) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    from ticketflow.components.register import alias_version
+    from ticketflow.components.champion import alias_version
 
     cfg = _use_home(args)
     mlflow.set_tracking_uri(cfg.tracking_uri)
@@ -216,7 +216,7 @@ def _registry_state(cfg: TicketflowConfig) -> tuple[str | None, int]:
     import mlflow
     from mlflow import MlflowClient
 
-    from ticketflow.components.register import alias_version
+    from ticketflow.components.champion import alias_version
 
     mlflow.set_tracking_uri(cfg.tracking_uri)
     client = MlflowClient()
@@ -303,11 +303,12 @@ def _shared_options(defaults: TicketflowConfig, suppress: bool) -> argparse.Argu
     """
     parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     now = f"; now {defaults.home}" if defaults.home != TicketflowConfig().home else ""
+    (home_variable,) = TicketflowConfig.env_names("home")
     parent.add_argument(
         "--home",
         default=argparse.SUPPRESS if suppress else None,
         help="state folder of the embedded default: MLflow store, ChromaDB, runs, reports "
-        f"(default: $TICKETFLOW_HOME, else {TicketflowConfig().home} in the current folder{now})",
+        f"(default: ${home_variable}, else {TicketflowConfig().home} in the current folder{now})",
     )
     parent.add_argument(
         "-v",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -24,9 +23,11 @@ from pathlib import Path
 
 import requests
 
+from ticketflow.components.config import TicketflowConfig, environment_with
+
 ROOT = Path(__file__).resolve().parents[1]
 NEW_TOPIC = "HR Support"
-MODEL = "ticket-classifier"
+MODEL = TicketflowConfig().registered_model_name
 
 
 def step(message: str) -> None:
@@ -66,7 +67,7 @@ def free_port() -> int:
 
 def start_server(home: Path, port: int, token: str) -> subprocess.Popen:
     """Starts the predictor and waits until it is ready."""
-    env = {**os.environ, "TICKETFLOW_API_TOKEN": token}
+    env = environment_with(api_token=token)  # not on the command line, where `ps` would show it
     log = (home / "server.log").open("w")
     command = [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), "serve", "--port", str(port)]
     # No periodic reload: step 5 asks for it, so the demo shows exactly when the new champion is picked up.
@@ -109,7 +110,7 @@ def send(url: str, tickets: list[dict[str, str]], request_id: str) -> list[dict]
 
 def main() -> int:
     """Runs the demo."""
-    home = ROOT / ".ticketflow" / "demo"
+    home = ROOT / TicketflowConfig().home / "demo"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     sample = list(csv.DictReader((ROOT / "data" / "sample_tickets.csv").open(encoding="utf-8")))

@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ticketflow.components.config import CLUSTER_PUSHGATEWAY
+
 DEFAULT_CRON = "0 0 */6 * * *"  # second minute hour day-of-month month day-of-week: every 6 hours
 _CRON_FIELD = r"(\*|\?|[0-9A-Za-z,\-*/]+)"
 _SIX_FIELDS = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{5}}$")
@@ -36,9 +38,7 @@ class DriftSchedule:
     experiment: str = "ticketflow"
     job_name: str = "ticketflow-drift-check"
     pipeline_package: str = "pipelines/drift.yaml"
-    params: dict[str, object] = field(
-        default_factory=lambda: {"window_hours": 6.0, "pushgateway": "pushgateway.ticketflow.svc:9091"}
-    )
+    params: dict[str, object] = field(default_factory=lambda: {"window_hours": 6.0, "pushgateway": CLUSTER_PUSHGATEWAY})
     namespace: str = "kubeflow"
 
     def validate(self) -> None:
@@ -79,15 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ticketflow.pipelines.schedule", description=__doc__.split("\n\n")[0]
     )
+    defaults = DriftSchedule()
     parser.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. http://localhost:8080")
-    parser.add_argument("--cron", default=DEFAULT_CRON, help=f"six-field cron, seconds first (default {DEFAULT_CRON})")
-    parser.add_argument("--namespace", default="kubeflow")
-    parser.add_argument("--pushgateway", default="pushgateway.ticketflow.svc:9091")
+    parser.add_argument("--cron", default=defaults.cron, help="six-field cron, seconds first (default: %(default)s)")
+    parser.add_argument("--namespace", default=defaults.namespace, help="Kubeflow namespace (default: %(default)s)")
+    parser.add_argument(
+        "--pushgateway",
+        default=defaults.params["pushgateway"],
+        help="Pushgateway host:port the drift check pushes to (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     import kfp
 
     schedule = DriftSchedule(
-        cron=args.cron, namespace=args.namespace, params={"window_hours": 6.0, "pushgateway": args.pushgateway}
+        cron=args.cron, namespace=args.namespace, params={**defaults.params, "pushgateway": args.pushgateway}
     )
     try:
         run = create_schedule(kfp.Client(host=args.host, namespace=args.namespace), schedule)

@@ -104,6 +104,7 @@ def training_pipeline(
         evaluation=evaluate.outputs["evaluation"],
         train_set=prepare.outputs["train_set"],
         test_set=prepare.outputs["test_set"],
+        embeddings=embed.outputs["embeddings"],
         ingest_report=ingest.outputs["ingest_report"],
         rejected_rows=ingest.outputs["rejected_rows"],
         report=evaluate.outputs["report"],

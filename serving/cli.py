@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from ticketflow.components.config import TicketflowConfig
 
 _CONFIG_DEFAULTS = TicketflowConfig()
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
 API_TOKEN_ENV = "TICKETFLOW_API_TOKEN"  # nosec B105  # the name of a variable, not a secret
 DESCRIPTION = (
     "Serve the ticket classifier over HTTP (KServe V1 and V2 protocols, /metrics, reload, feedback): the model "
@@ -38,9 +35,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: The parser to add to.
     """
+    configured = TicketflowConfig.from_env()
     parser.add_argument(
         "--host",
-        default=os.environ.get("HOST", DEFAULT_HOST),
+        default=configured.host,
         help="address to bind; 0.0.0.0 in a container (default: %(default)s; env HOST)",
     )
     parser.add_argument(
@@ -50,24 +48,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         dest="port",
         type=int,
         # A string default goes through `type` only when used: a bad PORT fails `serve`, not every command.
-        default=os.environ.get("PORT", str(DEFAULT_PORT)),
+        default=configured.port,
         help="HTTP port (default: %(default)s; env PORT)",
     )
     parser.add_argument(
         "--model-name",
         "--model_name",
         dest="model_name",
-        default=os.environ.get("TICKETFLOW_MODEL_NAME") or _CONFIG_DEFAULTS.registered_model_name,
+        default=configured.registered_model_name,
         help="registered model to serve, also its name in the URL (default: %(default)s; env TICKETFLOW_MODEL_NAME)",
     )
     parser.add_argument(
         "--model-alias",
         "--model_alias",
         dest="model_alias",
-        default=os.environ.get("TICKETFLOW_MODEL_ALIAS") or _CONFIG_DEFAULTS.champion_alias,
+        default=configured.champion_alias,
         help="registry alias to serve and follow (default: %(default)s; env TICKETFLOW_MODEL_ALIAS)",
     )
-    model_dir = os.environ.get("TICKETFLOW_MODEL_DIR") or None
+    model_dir = configured.model_dir or None
     shown_dir = model_dir.replace("%", "%%") if model_dir else "none, serve the registry alias"
     parser.add_argument(
         "--model-dir",
@@ -143,7 +141,7 @@ def run_server(args: argparse.Namespace) -> int:
         print(f"error: nothing to serve: {exc}", file=sys.stderr)
         return 1
     feedback_store = FeedbackStore(feedback_uri(cfg))  # its routes check ticket ids against the model's request_log
-    api_token = os.environ.get(API_TOKEN_ENV) or None
+    api_token = cfg.api_token.get_secret_value() if cfg.api_token else None
     app = build_app(model, args.port, api_token, reload_interval, feedback_store)
     logging.getLogger(__name__).info(
         "serving %s v%s on http://%s:%d", model.name, model.loaded.version, args.host, args.port

@@ -4,17 +4,16 @@ It serves the MLflow model behind the `champion` alias (or the model directory a
 delivers), embeds each ticket once, classifies it for every target, looks up the most similar past tickets
 in the model's own ChromaDB collection, and logs every answer to the prediction log. V1 and V2 (Open
 Inference Protocol) requests share one path: `preprocess` validates and turns either into ticket texts,
-`predict` computes the answers off the event loop, `postprocess` shapes them for the protocol.
+`predict` computes the answers on the model thread, `postprocess` shapes them for the protocol. What a request
+may hold and how an answer looks live in `protocol.py`; this class loads, reloads, answers, counts and logs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,32 +22,32 @@ from typing import Any, TypeVar
 import numpy as np
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelMissingError
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from ticketflow.components.config import TicketflowConfig
-from ticketflow.components.embed import VectorStore, encode_texts
+from ticketflow.components.embed import encode_texts
 from ticketflow.components.model import TicketModel
-from ticketflow.components.prepare import normalise_whitespace
+from ticketflow.components.store import VectorStore
 from ticketflow.monitoring.metrics import CONFIDENCE, MODEL_INFO, NEEDS_REVIEW, PREDICTIONS, RELOADS, TICKETS
 from ticketflow.monitoring.request_log import PredictionLog, PredictionRecord
 from ticketflow.serving.accounting import count_rejected
 from ticketflow.serving.privacy import mask_personal_data
+from ticketflow.serving.protocol import (
+    RejectedRequest,
+    RequestRules,
+    TicketBatch,
+    parse_request,
+    similar_answers,
+    ticket_answers,
+    v1_response,
+    v2_input_types,
+    v2_output_types,
+    v2_response,
+)
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-TOP_K = 3
-# Keys a V1 instance object may carry, merged in this order (the model's own text columns come first).
-INSTANCE_TEXT_KEYS = ("subject", "title", "body", "description", "text", "tags")
-TAG_KEYS = ("tags",)
-V2_INPUT = "text"
-
-
-def reject(reason: str, message: str) -> InvalidInput:
-    """Counts a rejected request and returns the 400 error to raise."""
-    count_rejected(reason)
-    return InvalidInput(message)
 
 
 @dataclass(frozen=True)
@@ -59,27 +58,6 @@ class LoadedModel:
     version: str
     store: VectorStore | None
     collection: str
-
-
-@dataclass
-class TicketBatch:
-    """Validated tickets of one request."""
-
-    texts: list[str]
-    request_id: str
-    protocol: str  # "v1" or "v2"
-
-
-def _field_text(value: object, where: str, is_tags: bool) -> str:
-    if value is None:
-        return ""
-    if is_tags and isinstance(value, list):
-        if not all(isinstance(tag, str) for tag in value):
-            raise reject("bad_type", f"{where} must be a string or a list of strings")
-        return " ".join(value)
-    if not isinstance(value, str):
-        raise reject("bad_type", f"{where} must be a string, got {type(value).__name__}")
-    return value.replace(";", " ").replace(",", " ") if is_tags else value
 
 
 class TicketClassifier(Model):
@@ -114,7 +92,7 @@ class TicketClassifier(Model):
         import mlflow
         from mlflow import MlflowClient
 
-        from ticketflow.components.register import alias_version
+        from ticketflow.components.champion import alias_version
 
         mlflow.set_tracking_uri(self.cfg.tracking_uri)
         return alias_version(MlflowClient(), self.cfg.registered_model_name, self.cfg.champion_alias)
@@ -218,104 +196,32 @@ class TicketClassifier(Model):
         self._executor.shutdown(wait=True)
 
     # ---- request handling ----------------------------------------------------------------------------------
-    def _instance_text(self, instance: object, index: int, model: TicketModel) -> str:
-        where = f"instances[{index}]"
-        if isinstance(instance, str):
-            return instance
-        if not isinstance(instance, Mapping):
-            raise reject(
-                "bad_type",
-                f"{where} must be a string or an object with subject/body/tags, got {type(instance).__name__}",
-            )
-        keys = list(dict.fromkeys([*model.mapping.text_columns, *INSTANCE_TEXT_KEYS]))
-        present = [k for k in keys if k in instance]
-        if not present:
-            raise reject("no_text_field", f"{where} has none of the text fields {keys}")
-        tag_keys = {*TAG_KEYS, model.mapping.tags_column}
-        return " ".join(_field_text(instance[k], f"{where}.{k}", k in tag_keys) for k in present)
-
-    def _check_texts(self, texts: list[str]) -> list[str]:
-        if not texts:
-            raise reject("empty_batch", "the request holds no tickets")
-        if len(texts) > self.cfg.max_batch_size:
-            raise reject(
-                "batch_too_large", f"{len(texts)} tickets in one request; the maximum is {self.cfg.max_batch_size}"
-            )
-        cleaned = []
-        for i, text in enumerate(texts):
-            text = normalise_whitespace(text)
-            if not text:
-                raise reject("empty_text", f"ticket {i} has empty or whitespace-only text")
-            if len(text) > self.cfg.max_text_chars:
-                raise reject(
-                    "text_too_long", f"ticket {i} has {len(text)} characters; the maximum is {self.cfg.max_text_chars}"
-                )
-            cleaned.append(text)
-        return cleaned
-
-    def _v2_texts(self, request: InferRequest) -> list[str]:
-        inputs = request.inputs or []
-        if len(inputs) != 1 or inputs[0].name != V2_INPUT:
-            raise reject(
-                "bad_v2_input", f"expected exactly one input named {V2_INPUT!r}, got {[i.name for i in inputs]}"
-            )
-        tensor = inputs[0]
-        if tensor.datatype != "BYTES":
-            raise reject("bad_v2_input", f"input {V2_INPUT!r} must have datatype BYTES, got {tensor.datatype}")
-        shape = list(tensor.shape)
-        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-            raise reject("bad_v2_input", f"input {V2_INPUT!r} must have shape [n] or [n, 1], got {shape}")
-        try:
-            values = tensor.as_numpy().reshape(-1).tolist()
-        except (ValueError, TypeError) as exc:
-            raise reject("bad_v2_input", f"input {V2_INPUT!r} does not match its shape {shape}: {exc}") from exc
-        texts = []
-        for i, value in enumerate(values):
-            if isinstance(value, bytes):
-                try:
-                    value = value.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise reject("bad_encoding", f"ticket {i} is not valid UTF-8") from exc
-            if not isinstance(value, str):
-                raise reject("bad_type", f"ticket {i} must be a string, got {type(value).__name__}")
-            texts.append(value)
-        return texts
-
     def preprocess(self, payload: dict | InferRequest | Any, headers: dict[str, str] | None = None) -> TicketBatch:
-        """Validates a V1 or V2 request and turns it into ticket texts.
+        """Validates a V1 or V2 request and turns it into ticket texts (see `protocol.parse_request`).
+
+        Args:
+            payload: The decoded V1 body, a V2 `InferRequest`, or raw bytes.
+            headers: The request's headers (`x-request-id`).
+
+        Returns:
+            The cleaned texts, the request id and the protocol to answer in.
 
         Raises:
-            InvalidInput: The request is malformed (answered with HTTP 400 and the reason).
+            InvalidInput: The request is malformed (answered with HTTP 400 and the reason), counted under its code.
+            InferenceError: No model is loaded yet.
         """
         loaded = self.loaded
         if loaded is None:
             raise InferenceError("model not loaded")
-        request_id = (headers or {}).get("x-request-id") or uuid.uuid4().hex[:16]
-        if isinstance(payload, bytes | bytearray):
-            # A body sent with a non-JSON content type (curl -d sends a form type) arrives as bytes.
-            try:
-                payload = json.loads(payload)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise reject("bad_request", f"the body is not JSON: {exc}") from exc
-        if isinstance(payload, InferRequest):
-            texts, protocol = self._v2_texts(payload), "v2"
-            request_id = payload.id or request_id
-        elif isinstance(payload, Mapping):
-            instances = payload.get("instances")
-            if "instances" not in payload or not isinstance(instances, list):
-                raise reject("bad_request", 'the body must be a JSON object with an "instances" list')
-            if len(instances) > self.cfg.max_batch_size:  # before looking at each instance
-                raise reject(
-                    "batch_too_large",
-                    f"{len(instances)} tickets in one request; the maximum is {self.cfg.max_batch_size}",
-                )
-            texts = [self._instance_text(x, i, loaded.model) for i, x in enumerate(instances)]
-            protocol = "v1"
-        else:
-            raise reject(
-                "bad_request", f'the body must be a JSON object with an "instances" list, got {type(payload).__name__}'
-            )
-        return TicketBatch(self._check_texts(texts), str(request_id)[:64], protocol)
+        mapping = loaded.model.mapping
+        rules = RequestRules(
+            mapping.text_columns, mapping.tags_column, self.cfg.max_batch_size, self.cfg.max_text_chars
+        )
+        try:
+            return parse_request(payload, rules, headers)
+        except RejectedRequest as exc:
+            count_rejected(exc.code)  # under its precise reason; the server's middleware then leaves it alone
+            raise
 
     async def predict(self, batch: TicketBatch, headers: dict[str, str] | None = None) -> tuple[TicketBatch, list]:
         """Answers every ticket of the batch (embedding and search run off the event loop)."""
@@ -345,46 +251,20 @@ class TicketClassifier(Model):
         predictions = model.predict(texts, vectors)
         review = model.needs_review(predictions)
         neighbours = self._similar(loaded, vectors)
-        answers, records = [], []
-        for i, text in enumerate(texts):
-            ticket_id = f"{batch.request_id}-{i}"
-            labels = {}
-            for target, prediction in predictions.items():
-                order = np.argsort(-prediction.probabilities[i])[:TOP_K]
-                labels[target] = {
-                    "label": str(prediction.labels[i]),
-                    "confidence": round(float(prediction.confidences[i]), 4),
-                    "top": [
-                        {
-                            "label": str(prediction.classes[j]),
-                            "confidence": round(float(prediction.probabilities[i, j]), 4),
-                        }
-                        for j in order
-                    ],
-                }
-            similar, reply = neighbours[i]
-            answers.append(
-                {
-                    "id": ticket_id,
-                    "labels": labels,
-                    "needs_review": bool(review[i]),
-                    "similar": similar,
-                    "suggested_reply": reply,
-                    "model": {"name": self.name, "version": loaded.version},
-                }
+        answers = ticket_answers(batch.request_id, predictions, review, neighbours, self.name, loaded.version)
+        records = [
+            PredictionRecord(
+                ticket_id=answer["id"],
+                request_id=batch.request_id,
+                text=self._mask(text),
+                labels={target: label["label"] for target, label in answer["labels"].items()},
+                confidences={target: label["confidence"] for target, label in answer["labels"].items()},
+                needs_review=answer["needs_review"],
+                model_name=self.name,
+                model_version=loaded.version,
             )
-            records.append(
-                PredictionRecord(
-                    ticket_id=ticket_id,
-                    request_id=batch.request_id,
-                    text=self._mask(text),
-                    labels={t: v["label"] for t, v in labels.items()},
-                    confidences={t: v["confidence"] for t, v in labels.items()},
-                    needs_review=bool(review[i]),
-                    model_name=self.name,
-                    model_version=loaded.version,
-                )
-            )
+            for text, answer in zip(texts, answers, strict=True)
+        ]
         self._count(predictions, review)
         if self.request_log is not None:
             self.request_log.append(records)
@@ -397,18 +277,7 @@ class TicketClassifier(Model):
         if loaded.store is None or self.cfg.similar_tickets <= 0:
             return [([], None)] * len(vectors)
         hits = loaded.store.query(loaded.collection, vectors, self.cfg.similar_tickets)
-        out = []
-        for ids, metas, distances in zip(hits["ids"], hits["metadatas"], hits["distances"], strict=True):
-            similar, reply = [], None
-            for ticket_id, meta, distance in zip(ids, metas, distances, strict=True):
-                similarity = round(1.0 - float(distance), 4)  # cosine space: distance = 1 - similarity
-                labels = {k.split(":", 1)[1]: v for k, v in (meta or {}).items() if k.startswith("label:")}
-                similar.append({"id": ticket_id, "labels": labels, "similarity": similarity})
-                resolution = (meta or {}).get("resolution", "")
-                if reply is None and resolution and similarity >= self.cfg.reply_min_similarity:
-                    reply = {"text": self._mask(resolution), "ticket_id": ticket_id, "similarity": similarity}
-            out.append((similar, reply))
-        return out
+        return similar_answers(hits, self.cfg.reply_min_similarity, self._mask)
 
     def _count(self, predictions: dict, review: np.ndarray) -> None:
         TICKETS.labels(model=self.name).inc(len(review))
@@ -427,42 +296,17 @@ class TicketClassifier(Model):
         """Shapes the answers: `{"predictions": [...]}` for V1, named output tensors for V2."""
         batch, answers = result
         if batch.protocol == "v1":
-            return {"predictions": answers}
-        n = len(answers)
-        targets = list(answers[0]["labels"]) if answers else []
-        outputs = []
-        for target in targets:
-            outputs.append(
-                InferOutput(f"label_{target}", [n], "BYTES", [a["labels"][target]["label"] for a in answers])
-            )
-            outputs.append(
-                InferOutput(f"confidence_{target}", [n], "FP32", [a["labels"][target]["confidence"] for a in answers])
-            )
-        outputs.append(InferOutput("needs_review", [n], "BOOL", [a["needs_review"] for a in answers]))
-        outputs.append(InferOutput("details", [n], "BYTES", [json.dumps(a) for a in answers]))
-        version = answers[0]["model"]["version"] if answers else None
-        return InferResponse(
-            response_id=batch.request_id, model_name=self.name, model_version=version, infer_outputs=outputs
-        )
+            return v1_response(answers)
+        return v2_response(batch.request_id, answers, self.name)
 
     def get_input_types(self) -> list[dict]:
         """V2 metadata: one BYTES input `text`, one ticket per element."""
-        return [{"name": V2_INPUT, "datatype": "BYTES", "shape": [-1]}]
+        return v2_input_types()
 
     def get_output_types(self) -> list[dict]:
         """V2 metadata: label and confidence per target, needs_review, and the V1 answer as JSON."""
         loaded = self.loaded
-        outputs = []
-        for target in loaded.model.targets if loaded else ():
-            outputs += [
-                {"name": f"label_{target}", "datatype": "BYTES", "shape": [-1]},
-                {"name": f"confidence_{target}", "datatype": "FP32", "shape": [-1]},
-            ]
-        return [
-            *outputs,
-            {"name": "needs_review", "datatype": "BOOL", "shape": [-1]},
-            {"name": "details", "datatype": "BYTES", "shape": [-1]},
-        ]
+        return v2_output_types(loaded.model.targets if loaded else ())
 
 
 def _version_from_dir(path: Path) -> str:

@@ -26,6 +26,23 @@ def shared_file(path: Path) -> Path:
     return path
 
 
+def _drop_leaked_settings() -> None:
+    for name in [n for n in os.environ if n.startswith("TICKETFLOW_")] + ["MLFLOW_TRACKING_URI"]:
+        os.environ.pop(name, None)
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment():
+    """Each test starts and ends without ticketflow's or MLflow's location variables in `os.environ`.
+
+    `mlflow.set_tracking_uri` and the CLI's hand-off to kfp.local tasks write them into the process environment;
+    left behind, one test's store would become the next test's (subprocesses inherit them).
+    """
+    _drop_leaked_settings()
+    yield
+    _drop_leaked_settings()
+
+
 @pytest.fixture(scope="session")
 def it_service_csv() -> Path:
     """The real IT service tickets (Document → Topic_group)."""
@@ -48,3 +65,11 @@ def sample_csv() -> Path:
 def cfg(tmp_path: Path) -> TicketflowConfig:
     """A configuration whose state (MLflow, ChromaDB) lives under tmp_path."""
     return TicketflowConfig(home=str(tmp_path / "home"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks each test with its tier, from its folder: `unit` (tests/unit) or `integration` (tests/integration)."""
+    for item in items:
+        tier = item.path.relative_to(ROOT / "tests").parts[0]
+        if tier in ("unit", "integration"):
+            item.add_marker(tier)

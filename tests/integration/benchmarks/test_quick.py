@@ -1,0 +1,70 @@
+"""The three benchmarks in quick mode: tiny inputs, results in a temp folder, the repo's report untouched.
+
+Slow (a training run through kfp.local, a server, a drift check: a few minutes on a busy 2-core machine), but it
+is the only check that the writers still fit the code they measure.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import PARTS, REPORT, RESULTS, ROOT, machine_paths, render
+
+
+def bench(name: str, *args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.bench_{name}", "--quick", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Runs every benchmark quickly into one results file; serving reuses the home training trained."""
+    folder = tmp_path_factory.mktemp("bench")
+    committed = RESULTS.read_bytes(), REPORT.read_bytes()
+    results = folder / "results.json"
+    bench("training", "--results", str(results), "--workdir", str(folder / "work"))
+    bench("serving", "--results", str(results), "--home", str(folder / "work" / "home-sample"))
+    bench("drift", "--results", str(results))
+    assert (RESULTS.read_bytes(), REPORT.read_bytes()) == committed
+    return results
+
+
+def test_quick_runs_write_every_part_in_the_report_format(quick_results: Path) -> None:
+    everything = json.loads(quick_results.read_text(encoding="utf-8"))
+    assert list(everything) == list(PARTS)
+    report = (quick_results.parent / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert report == render(everything)
+    assert report.startswith("# ticketflow benchmarks — QUICK MODE")
+    assert machine_paths(report + quick_results.read_text(encoding="utf-8")) == []
+    for name, part in everything.items():
+        assert part["run"]["quick"] and part["run"]["finished"], name
+        for row in part["summary"] + part["figures"]:
+            assert isinstance(row["value"], float | int) and row["value"] == row["value"], row  # not NaN
+            assert row["figure"] in report
+
+
+def test_quick_runs_measure_each_goal(quick_results: Path) -> None:
+    everything = json.loads(quick_results.read_text(encoding="utf-8"))
+    goals = {row["figure"]: row for part in everything.values() for row in part["summary"] if row["goal"]}
+    names = " | ".join(goals)
+    for expected in (
+        "sample category macro-f1",
+        "embed step, fresh store",
+        "V1 one ticket over HTTP",
+        "V2 batches",
+        "in-process `answer`",
+        "drift check",
+    ):
+        assert expected in names
+    assert all(row["met"] in (True, False) and row["ratio"] > 0 for row in goals.values())

