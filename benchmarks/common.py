@@ -142,7 +142,9 @@ def measure(pids: Callable[[], Sequence[int]] = tuple) -> Iterator[Load]:
 
 def shown(path: Path) -> str:
     """A path as a report names it: relative to the repo, `../…` beside it, else the file name alone."""
-    path = Path(path).resolve()
+    # Absolute but not resolved: ../shared is often a symlink (CI links it beside the clone), and resolving it
+    # would take the path out of the repo's neighbourhood.
+    path = Path(os.path.abspath(path))
     for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
         with contextlib.suppress(ValueError):
             return prefix + str(path.relative_to(base))
