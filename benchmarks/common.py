@@ -1,9 +1,10 @@
 """What the benchmarks share: progress lines, timing, machine load, and the results file they write.
 
-Each benchmark stores its part of `benchmarks/results.json` ("training", "serving", "drift") and then renders
-`BENCHMARKS.md` from the whole file: one summary table (figure, value, baseline, ratio, goal, met?), each part's
-notes and further figures, and the runs the figures come from. Neither pyperf nor pytest-benchmark is installed,
-so timing is `time.perf_counter` around each call and the figures are medians (`statistics.median`).
+Each benchmark stores its part of `benchmarks/results.json` ("training", "serving", "drift", "store") and then
+renders `BENCHMARKS.md` from the whole file: one summary table (figure, value, baseline, ratio, goal, met?), each
+part's notes and further figures (or a table of its own), and the runs the figures come from. Neither pyperf nor
+pytest-benchmark is installed, so timing is `time.perf_counter` around each call and the figures are medians
+(`statistics.median`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results.json"
 REPORT = ROOT / "BENCHMARKS.md"
-PARTS = ("training", "serving", "drift")  # their order in the report
+PARTS = ("training", "serving", "drift", "store")  # their order in the report
 # Folders of this machine that a report must not name: they mean nothing on another machine.
 MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|tmp|home|Users|root|var|mnt|opt|private|srv|scratch)/[^\s`'\")|]*")
 _STARTED = time.perf_counter()
@@ -262,9 +263,10 @@ def save(part: str, data: Mapping[str, object], results: Path = RESULTS, report:
     """Stores one benchmark's part of the results file and renders the report from the whole file.
 
     Args:
-        part: "training", "serving" or "drift".
+        part: "training", "serving", "drift" or "store".
         data: `run` (see `run_facts`), `summary` and `figures` (lists of `figure` rows), `notes` (Markdown
-            lines) and `details` (any JSON).
+            lines) and `details` (any JSON); optionally `title` (the section's heading) and `table` (`columns`
+            and `rows` of Markdown cells, shown after the notes).
         results: The results file; other parts in it are kept.
         report: The Markdown report, rewritten.
 
@@ -306,6 +308,12 @@ def _rows(figures: Sequence[Mapping[str, object]]) -> list[str]:
     return lines
 
 
+def _table(table: Mapping[str, Sequence[object]]) -> list[str]:
+    """A part's own table: `columns` (names) and `rows` (lists of Markdown cells, one per column)."""
+    lines = ["| " + " | ".join(map(str, table["columns"])) + " |", "|" + "---|" * len(table["columns"])]
+    return lines + ["| " + " | ".join(map(str, row)) + " |" for row in table["rows"]]
+
+
 def _sources(runs: Mapping[str, Mapping[str, object]]) -> str:
     """One sentence per source of figures, naming the parts it holds and when they started."""
     by_source: dict[str, list[str]] = {}
@@ -321,10 +329,10 @@ def render(everything: Mapping[str, Mapping[str, object]]) -> str:
     out = [
         "# ticketflow benchmarks" + (" — QUICK MODE (tiny inputs; do not quote)" if quick else ""),
         "",
-        "Written by `make bench` (`benchmarks/bench_training.py`, `bench_serving.py`, `bench_drift.py`, ≈ 35 min on "
-        "2 cores) from `benchmarks/results.json`, which holds every figure below and more detail. Values are "
-        "medians; each ratio compares two figures measured in the same run on the same machine, so ratios carry "
-        "over to another CPU and absolute times do not.",
+        "Written by `make bench` (`benchmarks/bench_training.py`, `bench_serving.py`, `bench_drift.py`, "
+        "`bench_store.py`, ≈ 45 min on 2 cores) from `benchmarks/results.json`, which holds every figure below and "
+        "more detail. Values are medians; each ratio compares two figures measured in the same run on the same "
+        "machine, so ratios carry over to another CPU and absolute times do not.",
         "",
         "**Where the figures come from**: " + _sources(runs) + " Commands, commits and machine: *Runs*, at the end.",
         "",
@@ -332,9 +340,12 @@ def render(everything: Mapping[str, Mapping[str, object]]) -> str:
         "",
     ]
     for name, part in everything.items():
-        out += [f"## {name.capitalize()} (`{part['run']['command']}`)", "", *part.get("notes", [])]
+        title = part.get("title") or name.capitalize()
+        out += [f"## {title} (`{part['run']['command']}`)", "", *part.get("notes", [])]
         if part.get("figures"):
             out += ["", *_rows(part["figures"])]
+        if part.get("table"):
+            out += ["", *_table(part["table"])]
         out += [""]
     out += ["## Runs", "", "| part | command | started | finished | commit | machine | other processes' cores |"]
     out += ["|---|---|---|---|---|---|---|"]

@@ -6,7 +6,7 @@ URI set. `TicketflowConfig.from_env(**overrides)` is the one place the environme
 
 - Each field is read from `TICKETFLOW_<FIELD>` (`TICKETFLOW_SEED`, `TICKETFLOW_HOME`, `TICKETFLOW_IMAGE`, ...).
   A few keep the names they had before this object existed (`ENV_NAMES`): `TICKETFLOW_VECTOR_STORE`,
-  `TICKETFLOW_EMBEDDING_BACKEND`, `TICKETFLOW_PREDICTION_LOG`, `TICKETFLOW_FEEDBACK`, `TICKETFLOW_MODEL_NAME`,
+  `TICKETFLOW_EMBEDDING_BACKEND`, `TICKETFLOW_PREDICTION_LOG`, `TICKETFLOW_MODEL_NAME`,
   `TICKETFLOW_MODEL_ALIAS`; the tracking URI also answers to MLflow's own `MLFLOW_TRACKING_URI`; the server's
   address to the container conventions `HOST` and `PORT`. `TicketflowConfig.env_names(field)` tells them.
 - An empty variable, and an empty or None override, mean "keep the default". Tuple fields take a comma-separated
@@ -47,7 +47,6 @@ ENV_NAMES: Mapping[str, tuple[str, ...]] = {
     "vector_store_uri": ("TICKETFLOW_VECTOR_STORE",),
     "serving_embedding_backend": ("TICKETFLOW_EMBEDDING_BACKEND",),
     "prediction_log_uri": ("TICKETFLOW_PREDICTION_LOG",),
-    "feedback_store_uri": ("TICKETFLOW_FEEDBACK",),
     "registered_model_name": ("TICKETFLOW_MODEL_NAME",),
     "champion_alias": ("TICKETFLOW_MODEL_ALIAS",),
     "host": ("HOST",),
@@ -66,6 +65,10 @@ PROFILES: Mapping[str, Mapping[str, str]] = {
         "vector_store_uri": f"http://chroma.{CLUSTER_NAMESPACE}.svc.cluster.local:8000",
     },
 }
+# The Secret holding the prediction log's database URL (key `url`) on a cluster: manifests/base creates it in the
+# `ticketflow` namespace for the predictor, manifests/kfp in the KFP namespace for the drift pipeline's pods.
+CLUSTER_DATABASE_SECRET = "ticketflow-database"  # nosec B105  # a Secret's name, not a password
+CLUSTER_DATABASE_SECRET_KEY = "url"  # nosec B105
 # Where the scheduled drift check pushes its scores (manifests/monitoring's Pushgateway): a pipeline parameter.
 CLUSTER_PUSHGATEWAY = f"pushgateway.{CLUSTER_NAMESPACE}.svc:9091"
 # Never logged as a run parameter.
@@ -112,10 +115,11 @@ class TicketflowConfig(BaseSettings):
         challenger_alias: Alias of the newest registered model.
         image: Container image that runs every component and the predictor on a cluster (read at compile time).
         git_commit: The code's git commit, set in the image at build time; empty means ask git.
-        prediction_log_uri: Where served predictions are logged: `sqlite:///file.db` or `parquet:///folder`;
-            empty means a sqlite file under `home`.
-        feedback_store_uri: Where agents' corrections are kept (`sqlite:///file.db`); empty means a sqlite file
+        prediction_log_uri: The database of the prediction log and the agents' feedback, a SQLAlchemy URL:
+            `sqlite:///file.db` or `postgresql+psycopg://user:password@host:5432/db`; empty means a sqlite file
             under `home`.
+        log_buffer_records: Answered tickets the predictor keeps in memory while the database is unreachable;
+            beyond this they are dropped and counted (`ticketflow_prediction_log_dropped_total`).
         log_retention_days: Prediction-log records older than this are deleted.
         mask_personal_data: Mask e-mail addresses and phone numbers in logged text and suggested replies.
         max_text_chars: Longest ticket text the server accepts, in characters.
@@ -173,7 +177,7 @@ class TicketflowConfig(BaseSettings):
     image: str = Field("ghcr.io/ticketflow/ticketflow:0.1.0", min_length=1)
     git_commit: str = ""
     prediction_log_uri: str = ""
-    feedback_store_uri: str = ""
+    log_buffer_records: int = Field(10_000, ge=1)
     log_retention_days: int = Field(90, ge=1)
     mask_personal_data: bool = True
     max_text_chars: int = Field(20_000, ge=1)
@@ -260,13 +264,21 @@ class TicketflowConfig(BaseSettings):
 
     @property
     def prediction_log(self) -> str:
-        """Prediction-log URI, defaulting to a sqlite file under `home`."""
-        return self.prediction_log_uri or f"sqlite:///{Path(self.home).resolve() / 'predictions.db'}"
+        """The prediction log's and feedback's database URL, defaulting to a sqlite file under `home`.
 
-    @property
-    def feedback_store(self) -> str:
-        """Feedback-store URI, defaulting to a sqlite file under `home`."""
-        return self.feedback_store_uri or f"sqlite:///{Path(self.home).resolve() / 'feedback.db'}"
+        Raises:
+            ValueError: Under the cluster profile without a URL: a file inside one pod would be a log no other pod
+                sees (the drift check would read an empty one and stay green forever).
+        """
+        if self.prediction_log_uri:
+            return self.prediction_log_uri
+        if self.profile == CLUSTER_PROFILE:
+            raise ValueError(
+                "the cluster profile needs the prediction log's database URL in TICKETFLOW_PREDICTION_LOG "
+                f"(on a cluster: the Secret {CLUSTER_DATABASE_SECRET}, key {CLUSTER_DATABASE_SECRET_KEY}), e.g. "
+                "postgresql+psycopg://ticketflow:<password>@postgres.ticketflow.svc.cluster.local:5432/ticketflow"
+            )
+        return f"sqlite:///{Path(self.home).resolve() / 'predictions.db'}"
 
     @property
     def artifact_root(self) -> str:

@@ -59,7 +59,7 @@ def run_drift_check(
     """
     from ticketflow.components.prepare import TEXT
     from ticketflow.components.store import VectorStore
-    from ticketflow.monitoring.feedback import FeedbackStore, feedback_uri
+    from ticketflow.monitoring.feedback import FeedbackStore
     from ticketflow.monitoring.reference import load_champion_reference
 
     champion = load_champion_reference(cfg)
@@ -95,7 +95,7 @@ def run_drift_check(
             "embed_seconds": round(embed_seconds, 3),
         }
     )
-    result.live_accuracy = FeedbackStore(feedback_uri(cfg)).live_accuracy()
+    result.live_accuracy = FeedbackStore(cfg.prediction_log).live_accuracy()
     return result, report
 
 

@@ -2,47 +2,53 @@
 
 Agents correct the served model's answers by ticket id (`"<request id>-<index>"`, as answered and logged in the
 prediction log). `FeedbackStore.record` checks that the ticket was logged and that every corrected target is one
-the model predicted for it, then writes all the corrections of the call in one SQLite transaction: all of them or
-none. A label the model has never predicted is accepted as it is: it becomes a class at the next retraining once
-it has `min_class_examples` tickets (ingest leaves rarer classes out, with a warning).
+the model predicted for it, then writes all the corrections of the call in one transaction: all of them or none.
+A label the model has never predicted is accepted as it is: it becomes a class at the next retraining once it has
+`min_class_examples` tickets (ingest leaves rarer classes out, with a warning).
 
 Every correction keeps a snapshot of what it corrects (the ticket's text, the predicted label and its confidence,
 the model version and the time of the prediction), so feedback outlives the prediction log's retention and stays
 right when a client reuses a request id and its tickets are logged again.
 
-One table `feedback`, one row per (ticket, target), in a SQLite file named by the URI (`sqlite:///path.db`, three
-slashes then a relative path, or four for an absolute one). It can be the prediction log's own file: the log's
-table is `predictions`. Every call opens its own connection, so threads and processes can share the store.
-
-Why one module of ~480 lines: the store, its review queue and the live-accuracy query read the same table and
-share its validation; they move to SQLAlchemy together with the prediction log.
-Nothing happens at import, and constructing a store creates no file: the first `record` does.
+The table `feedback` (one row per ticket and target) lives in the prediction log's database (`database.py`: a
+SQLite file or PostgreSQL, one URL for both), so the review queue is one SQL query joining the two tables and live
+accuracy one `GROUP BY`. Nothing happens at import, and constructing a store does not connect.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ticketflow.monitoring.database import (
+    DatabaseUnavailableError,
+    ensure_schema,
+    feedback,
+    forget_schema,
+    parse_url,
+    predictions,
+    redacted,
+    write_transaction,
+)
 
 if TYPE_CHECKING:
-    from ticketflow.components.config import TicketflowConfig
     from ticketflow.monitoring.request_log import PredictionLog
 
 log = logging.getLogger(__name__)
 
 MAX_LABEL_CHARS = 200  # longest accepted label, after stripping
 MAX_SOURCE_CHARS = 100  # longest accepted source name
-LOG_FLUSH_TIMEOUT_SECONDS = 5.0  # how long `record` waits for the log's queued records before calling an id unknown
+LOG_FLUSH_TIMEOUT_SECONDS = 5.0  # how long `record` waits for the log's buffered records before calling an id unknown
 
 # Columns of `FeedbackStore.read`, in order.
 COLUMNS = (
@@ -61,36 +67,6 @@ COLUMNS = (
 )
 _STORED = tuple(c for c in COLUMNS if c != "correct")
 _TIME_COLUMNS = ("predicted_at", "created_at", "updated_at")
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS feedback (
-    ticket_id TEXT NOT NULL CHECK (length(ticket_id) > 0),
-    target TEXT NOT NULL CHECK (length(target) > 0),
-    label TEXT NOT NULL CHECK (length(label) BETWEEN 1 AND {MAX_LABEL_CHARS}),  -- the true label
-    text TEXT NOT NULL,  -- the ticket's text as logged (masked), snapshotted at the correction
-    predicted_label TEXT NOT NULL,  -- what the model answered
-    confidence REAL,  -- its confidence in that answer, 0-1
-    model_version TEXT NOT NULL,
-    predicted_at TEXT NOT NULL,  -- ISO-8601 UTC, fixed width: text order is time order
-    created_at TEXT NOT NULL,  -- first correction of this ticket and target
-    updated_at TEXT NOT NULL,  -- latest correction
-    source TEXT NOT NULL,  -- who corrected it (agent, cli, an integration's name)
-    PRIMARY KEY (ticket_id, target)
-);
-CREATE INDEX IF NOT EXISTS feedback_predicted_at ON feedback (predicted_at);
-"""
-_UPSERT = f"""
-INSERT INTO feedback ({", ".join(_STORED)}) VALUES ({", ".join("?" * len(_STORED))})
-ON CONFLICT (ticket_id, target) DO UPDATE SET
-    label = excluded.label,
-    text = excluded.text,
-    predicted_label = excluded.predicted_label,
-    confidence = excluded.confidence,
-    model_version = excluded.model_version,
-    predicted_at = excluded.predicted_at,
-    updated_at = excluded.updated_at,
-    source = excluded.source
-"""  # nosec B608  # column names are module constants; values are bound parameters
 
 
 class UnknownTicketError(KeyError):
@@ -148,32 +124,25 @@ class FeedbackRecord:
         }
 
 
-def feedback_uri(cfg: TicketflowConfig) -> str:
-    """The feedback store's URI: `TICKETFLOW_FEEDBACK`, else `sqlite:///<absolute home>/feedback.db`."""
-    return cfg.feedback_store
-
-
 class FeedbackStore:
-    """Corrections of logged tickets, in one SQLite table.
+    """Corrections of logged tickets, in the `feedback` table of the prediction log's database.
 
     Args:
-        uri: `sqlite:///path/to/file.db` (three slashes, then a relative path or an absolute one starting
-            with `/`). Any other form raises ValueError.
+        uri: The database URL, the prediction log's (`sqlite:///path/to/file.db` or
+            `postgresql+psycopg://user:password@host:5432/db`).
 
     Raises:
-        ValueError: For a URI that is not a SQLite file.
+        ValueError: For a URL `database.parse_url` refuses.
     """
 
     def __init__(self, uri: str) -> None:
-        scheme = "sqlite:///"
-        path = uri.removeprefix(scheme) if isinstance(uri, str) and uri.startswith(scheme) else ""
-        if not path or path == ":memory:":
-            raise ValueError(
-                f"feedback URI {uri!r} is not a SQLite file: use sqlite:///path/to/file.db "
-                "(three slashes, then a relative path, or an absolute one starting with /)"
-            )
+        self.url = parse_url(uri)
         self.uri = uri
-        self.path = Path(path).expanduser()
+
+    @property
+    def name(self) -> str:
+        """The database URL with its password hidden, for messages."""
+        return redacted(self.url)
 
     # ---- writing -------------------------------------------------------------------------------------------
     def record(
@@ -194,7 +163,7 @@ class FeedbackStore:
                 stripped; new labels, never predicted before, are accepted.
             source: Who corrects (default `agent`).
             prediction_log: The log the ticket was answered into. When the id is not there yet, records still
-                queued by this process are written first (the server answers before its log is written).
+                buffered by this process are written first (the server answers before its log is written).
 
         Returns:
             Every correction now stored for the ticket.
@@ -203,8 +172,8 @@ class FeedbackStore:
             InvalidFeedbackError: No labels, a target the ticket has no prediction for (the message names the
                 valid ones), or a label that is not a non-empty single-line string of at most 200 characters.
             UnknownTicketError: The ticket is not in the prediction log. Nothing is written.
-            TimeoutError: The log's queued records could not be written in time (it keeps retrying).
-            sqlite3.Error: The store could not be written; nothing of this call is.
+            TimeoutError: The log's buffered records could not be written in time (it keeps retrying).
+            DatabaseUnavailableError: The database cannot be reached; nothing of this call is written.
         """
         ticket_id = _ticket_id(ticket_id)
         source = _clean(source, "source", MAX_SOURCE_CHARS)
@@ -215,7 +184,7 @@ class FeedbackStore:
             logged = prediction_log.get(ticket_id)
         if logged is None:
             raise UnknownTicketError(
-                f"ticket {_shorten(ticket_id)} is not in the prediction log {prediction_log.uri}: no ticket was "
+                f"ticket {_shorten(ticket_id)} is not in the prediction log {prediction_log.name}: no ticket was "
                 "answered with this id, or it is older than the log's retention"
             )
         predicted: dict[str, str] = logged["labels"]
@@ -225,31 +194,25 @@ class FeedbackStore:
                 f"ticket {ticket_id!r} has no prediction for {', '.join(map(repr, unknown))}; "
                 f"valid targets: {', '.join(sorted(predicted)) or 'none'}"
             )
-        now = _time_text(datetime.now(UTC))
+        now = datetime.now(UTC)
         rows = [
-            (
-                ticket_id,
-                logged["text"],
-                target,
-                label,
-                predicted[target],
-                _confidence(logged["confidences"].get(target)),
-                logged["model_version"],
-                _time_text(logged["timestamp"]),
-                now,
-                now,
-                source,
-            )
+            {
+                "ticket_id": ticket_id,
+                "text": logged["text"],
+                "target": target,
+                "label": label,
+                "predicted_label": predicted[target],
+                "confidence": _confidence(logged["confidences"].get(target)),
+                "model_version": logged["model_version"],
+                "predicted_at": logged["timestamp"],
+                "created_at": now,
+                "updated_at": now,
+                "source": source,
+            }
             for target, label in cleaned.items()
         ]
-        with self._writer() as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                connection.executemany(_UPSERT, rows)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+        with self._connection(write=True) as connection:
+            connection.execute(_upsert(connection.dialect.name), rows)
         log.info("feedback for %s from %s: %s", ticket_id, source, cleaned)
         stored = self.get(ticket_id)
         if stored is None:  # just written in the same transaction: only a broken store gets here
@@ -257,40 +220,30 @@ class FeedbackStore:
         return stored
 
     @contextlib.contextmanager
-    def _writer(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)  # transactions by hand
+    def _connection(self, write: bool = False) -> Iterator[sa.Connection]:
+        """A connection (in a transaction when writing); an unreachable database raises DatabaseUnavailableError."""
+        engine = ensure_schema(self.url)
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(_SCHEMA)
-            yield connection
-        finally:
-            connection.close()
+            with write_transaction(engine) if write else engine.connect() as connection:
+                yield connection
+        except sa.exc.OperationalError as exc:
+            forget_schema(self.url)  # the database may come back empty: check the tables again next time
+            raise DatabaseUnavailableError(f"database {self.name} is unavailable: {exc.orig or exc}") from exc
 
     # ---- reading -------------------------------------------------------------------------------------------
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Runs a read; no file or no table yet reads as no rows (and creates nothing)."""
-        if not self.path.exists():
-            return []
-        connection = sqlite3.connect(self.path, timeout=30.0)
-        try:
-            return connection.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise
-        finally:
-            connection.close()
+    def _rows(self, query: sa.Select) -> list[dict[str, Any]]:
+        with self._connection() as connection:
+            return [row._asdict() for row in connection.execute(query)]
 
     def get(self, ticket_id: str) -> FeedbackRecord | None:
         """The corrections of one ticket, or None when it has none."""
-        rows = self._query(
-            f"SELECT {', '.join(_STORED)} FROM feedback WHERE ticket_id = ? ORDER BY target",  # nosec B608  # column names are module constants; values are bound parameters
-            (str(ticket_id),),
+        values = self._rows(
+            sa.select(*(feedback.c[name] for name in _STORED))
+            .where(feedback.c.ticket_id == str(ticket_id))
+            .order_by(feedback.c.target)
         )
-        if not rows:
+        if not values:
             return None
-        values = [dict(zip(_STORED, row, strict=True)) for row in rows]
         latest = max(values, key=lambda v: v["updated_at"])
         return FeedbackRecord(
             ticket_id=latest["ticket_id"],
@@ -299,8 +252,8 @@ class FeedbackStore:
             predicted={v["target"]: v["predicted_label"] for v in values},
             model_version=latest["model_version"],
             source=latest["source"],
-            created_at=datetime.fromisoformat(min(v["created_at"] for v in values)),
-            updated_at=datetime.fromisoformat(latest["updated_at"]),
+            created_at=min(v["created_at"] for v in values),
+            updated_at=latest["updated_at"],
         )
 
     def read(self) -> pd.DataFrame:
@@ -311,19 +264,21 @@ class FeedbackStore:
             `confidence` (of the prediction), `model_version`, `predicted_at`, `created_at`, `updated_at` (UTC
             datetimes) and `source`.
         """
-        rows = self._query(
-            f"SELECT {', '.join(_STORED)} FROM feedback ORDER BY created_at, ticket_id, target"  # nosec B608  # column names are module constants; values are bound parameters
+        rows = self._rows(
+            sa.select(*(feedback.c[name] for name in _STORED)).order_by(
+                feedback.c.created_at, feedback.c.ticket_id, feedback.c.target
+            )
         )
         frame = pd.DataFrame(rows, columns=list(_STORED))
         for column in _TIME_COLUMNS:
-            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
+            frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[ns, UTC]")
         frame["confidence"] = frame["confidence"].astype(float)
         frame["correct"] = (frame["label"] == frame["predicted_label"]).astype(bool)
         return frame[list(COLUMNS)]
 
     def labelled_ticket_ids(self) -> set[str]:
         """Ids of the tickets with at least one correction."""
-        return {row[0] for row in self._query("SELECT DISTINCT ticket_id FROM feedback")}
+        return {row["ticket_id"] for row in self._rows(sa.select(feedback.c.ticket_id).distinct())}
 
     def labelled_tickets(self) -> pd.DataFrame:
         """The corrected tickets in the shape of training data, oldest correction first.
@@ -334,21 +289,21 @@ class FeedbackStore:
         Returns:
             Columns `ticket_id`, `text`, then one column per corrected target (alphabetical) with the true label.
         """
-        feedback = self.read()
-        targets = sorted(feedback["target"].unique())
-        latest = feedback.sort_values("updated_at", kind="stable")  # a ticket's latest text snapshot wins
+        frame = self.read()
+        targets = sorted(frame["target"].unique())
+        latest = frame.sort_values("updated_at", kind="stable")  # a ticket's latest text snapshot wins
         tickets = latest.groupby("ticket_id", sort=False).agg(text=("text", "last"), first=("created_at", "min"))
-        labels = feedback.pivot(index="ticket_id", columns="target", values="label")
-        frame = tickets.join(labels).sort_values("first", kind="stable").reset_index()
+        labels = frame.pivot(index="ticket_id", columns="target", values="label")
+        joined = tickets.join(labels).sort_values("first", kind="stable").reset_index()
         return pd.DataFrame(
-            {"ticket_id": frame["ticket_id"], "text": frame["text"], **{t: frame[t] for t in targets}},
-            index=pd.RangeIndex(len(frame)),
+            {"ticket_id": joined["ticket_id"], "text": joined["text"], **{t: joined[t] for t in targets}},
+            index=pd.RangeIndex(len(joined)),
         )
 
     def live_accuracy(
         self, *, since: datetime | None = None, model_version: str | None = None
     ) -> dict[str, dict[str, float | int]]:
-        """Accuracy of the served predictions on the corrected tickets, per target.
+        """Accuracy of the served predictions on the corrected tickets, per target (one `GROUP BY` in SQL).
 
         Corrected tickets are not a random sample (agents mostly correct what the review queue shows, the
         least confident answers), so this is a floor to watch move, not the model's accuracy on all traffic.
@@ -360,43 +315,85 @@ class FeedbackStore:
         Returns:
             Target -> `{"accuracy": 0–1, "n": corrected tickets}`, for targets with at least one correction.
         """
-        frame = self.read()
+        correct = sa.case((feedback.c.label == feedback.c.predicted_label, 1.0), else_=0.0)
+        query = sa.select(feedback.c.target, sa.func.avg(correct), sa.func.count()).group_by(feedback.c.target)
         if since is not None:
-            if since.utcoffset() is None:
+            if not isinstance(since, datetime) or since.utcoffset() is None:
                 raise ValueError(f"since must be a timezone-aware datetime, not {since!r}")
-            frame = frame[frame["predicted_at"] >= pd.Timestamp(since).tz_convert(UTC)]
+            query = query.where(feedback.c.predicted_at >= since)
         if model_version is not None:
-            frame = frame[frame["model_version"] == str(model_version)]
-        return {
-            str(target): {"accuracy": float(group["correct"].mean()), "n": len(group)}
-            for target, group in frame.groupby("target", sort=True)
-        }
+            query = query.where(feedback.c.model_version == str(model_version))
+        with self._connection() as connection:
+            rows = connection.execute(query.order_by(feedback.c.target)).all()
+        return {str(target): {"accuracy": float(accuracy), "n": int(n)} for target, accuracy, n in rows}
 
     def review_queue(self, prediction_log: PredictionLog, limit: int = 50) -> pd.DataFrame:
         """Logged tickets flagged `needs_review` that have no correction yet, least confident first.
 
+        One SQL query over both tables (they share a database): the flagged tickets in the order of the
+        `predictions_review` index, without a row in `feedback`, first `limit` of them.
+
         Args:
-            prediction_log: The prediction log (only its written records are seen).
+            prediction_log: The prediction log (only its written records are seen); it must use this store's
+                database.
             limit: Most tickets returned, at least 1.
 
         Returns:
             Columns `ticket_id`, `text`, `timestamp`, `model_version`, `min_confidence` (the lowest confidence
             across the ticket's targets, the sort key; ties go oldest first), then `label_<target>` and
             `confidence_<target>` per target.
+
+        Raises:
+            ValueError: A bad limit, or a prediction log in another database.
         """
         if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
             raise ValueError(f"limit must be a positive integer, not {limit!r}")
-        logged = prediction_log.read()
-        pending = logged[logged["needs_review"] & ~logged["ticket_id"].isin(self.labelled_ticket_ids())].copy()
-        confidence_columns = [c for c in pending.columns if c.startswith("confidence_")]
-        label_columns = [c for c in pending.columns if c.startswith("label_")]
-        pending["min_confidence"] = pending[confidence_columns].min(axis=1) if confidence_columns else np.nan
-        pending = pending.sort_values(
-            ["min_confidence", "timestamp", "ticket_id"], kind="stable", na_position="last"
-        ).head(int(limit))
-        per_target = [c for pair in zip(label_columns, confidence_columns, strict=True) for c in pair]
-        columns = ["ticket_id", "text", "timestamp", "model_version", "min_confidence", *per_target]
-        return pending[columns].reset_index(drop=True)
+        if prediction_log.url != self.url:
+            raise ValueError(
+                f"the review queue needs the prediction log and the feedback in one database; the log is in "
+                f"{prediction_log.name}, the feedback in {self.name}"
+            )
+        corrected = sa.exists().where(feedback.c.ticket_id == predictions.c.ticket_id)
+        query = (
+            sa.select(
+                predictions.c.ticket_id,
+                predictions.c.text,
+                predictions.c.timestamp,
+                predictions.c.model_version,
+                predictions.c.min_confidence,
+                predictions.c.labels,
+                predictions.c.confidences,
+            )
+            .where(predictions.c.needs_review == sa.true(), ~corrected)
+            .order_by(predictions.c.min_confidence, predictions.c.timestamp, predictions.c.ticket_id)
+            .limit(int(limit))
+        )
+        rows = self._rows(query)
+        targets = sorted({target for row in rows for target in (*row["labels"], *row["confidences"])})
+        columns: dict[str, Any] = {
+            "ticket_id": [row["ticket_id"] for row in rows],
+            "text": [row["text"] for row in rows],
+            "timestamp": pd.to_datetime([row["timestamp"] for row in rows], utc=True).astype("datetime64[ns, UTC]"),
+            "model_version": [row["model_version"] for row in rows],
+            "min_confidence": np.array(
+                [np.nan if row["min_confidence"] is None else row["min_confidence"] for row in rows], dtype=float
+            ),
+        }
+        for target in targets:
+            columns[f"label_{target}"] = np.array([row["labels"].get(target) for row in rows], dtype=object)
+            columns[f"confidence_{target}"] = np.array(
+                [np.nan if row["confidences"].get(target) is None else row["confidences"][target] for row in rows],
+                dtype=float,
+            )
+        return pd.DataFrame(columns, index=pd.RangeIndex(len(rows)))
+
+
+def _upsert(dialect: str) -> sa.Insert:
+    """`INSERT ... ON CONFLICT (ticket_id, target) DO UPDATE`, keeping the first correction's `created_at`."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(feedback)
+    kept = {"ticket_id", "target", "created_at"}
+    updated = {c.name: insert.excluded[c.name] for c in feedback.columns if c.name not in kept}
+    return insert.on_conflict_do_update(index_elements=[feedback.c.ticket_id, feedback.c.target], set_=updated)
 
 
 def review_items(queue: pd.DataFrame) -> list[dict[str, Any]]:
@@ -468,11 +465,6 @@ def _confidence(value: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if np.isfinite(number) else None
-
-
-def _time_text(value: datetime) -> str:
-    """Fixed-width ISO-8601 in UTC with microseconds, so comparing the text compares the times."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
 def _shorten(value: object, limit: int = 80) -> str:

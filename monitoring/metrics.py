@@ -42,6 +42,32 @@ TICKETS = Counter("ticketflow_tickets_total", "Tickets answered.", ["model"])
 NEEDS_REVIEW = Counter("ticketflow_needs_review_total", "Answered tickets flagged for human review.", ["model"])
 MODEL_INFO = Gauge("ticketflow_model_info", "The model version being served (value 1).", ["model", "version"])
 RELOADS = Counter("ticketflow_model_reloads_total", "Attempts to load a new champion, by result.", ["result"])
+READY = Gauge("ticketflow_predictor_ready", "1 when the predictor has a model loaded and answers, else 0.")
+NOT_READY_REASON = Gauge(
+    "ticketflow_predictor_not_ready",
+    "1 for the reason the predictor cannot load a model yet (e.g. no_champion, mlflow_unreachable), else 0.",
+    ["reason"],
+)
+NOT_READY_REASONS = (
+    "no_champion",
+    "no_vectors",
+    "mlflow_unreachable",
+    "chroma_unreachable",
+    "database_unreachable",
+    "load_error",
+)
+
+# ---- the prediction log (monitoring/request_log.py), on the default registry: the predictor writes it -----------
+LOG_WRITTEN = Counter("ticketflow_prediction_log_written_total", "Answered tickets written to the prediction log.")
+LOG_DROPPED = Counter(
+    "ticketflow_prediction_log_dropped_total",
+    "Answered tickets never written to the prediction log: the buffer was full while the database was "
+    "unreachable, or they were still buffered when the process stopped.",
+)
+LOG_BUFFERED = Gauge("ticketflow_prediction_log_buffered", "Answered tickets waiting to be written to the log.")
+LOG_WRITE_FAILURES = Counter(
+    "ticketflow_prediction_log_write_failures_total", "Batch writes to the prediction log that failed (then retried)."
+)
 
 # ---- the server's request accounting (serving/accounting.py), on the default registry ---------------------------
 REJECTED = Counter("ticketflow_requests_rejected_total", "Requests answered with a 4xx, by reason.", ["reason"])

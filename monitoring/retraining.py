@@ -43,7 +43,7 @@ def assemble_retraining_data(cfg, out_path: str) -> dict[str, int]:
     import mlflow
     from mlflow import MlflowClient
 
-    from ticketflow.monitoring.feedback import FeedbackStore, feedback_uri
+    from ticketflow.monitoring.feedback import FeedbackStore
     from ticketflow.monitoring.reference import load_champion_reference
     from ticketflow.monitoring.request_log import PredictionLog
 
@@ -57,7 +57,7 @@ def assemble_retraining_data(cfg, out_path: str) -> dict[str, int]:
     )
     columns = ["ticket_id", "text", *targets, *(["resolution"] if "resolution" in previous.columns else [])]
     previous = previous[columns]
-    store = FeedbackStore(feedback_uri(cfg))
+    store = FeedbackStore(cfg.prediction_log)
     corrected = store.labelled_tickets() if store.labelled_ticket_ids() else pd.DataFrame(columns=["ticket_id"])
     served = PredictionLog(cfg.prediction_log)
     for target in targets:

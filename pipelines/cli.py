@@ -175,7 +175,7 @@ def _label(text: str) -> tuple[str, str]:
 
 def cmd_feedback(args: argparse.Namespace) -> None:
     """`feedback`: record the true labels of a logged ticket; prints the stored record as one JSON object."""
-    from ticketflow.monitoring.feedback import FeedbackStore, InvalidFeedbackError, feedback_uri
+    from ticketflow.monitoring.feedback import FeedbackStore, InvalidFeedbackError
     from ticketflow.monitoring.request_log import PredictionLog
 
     cfg = _use_home(args)
@@ -184,7 +184,7 @@ def cmd_feedback(args: argparse.Namespace) -> None:
         if target in labels:
             raise InvalidFeedbackError(f"--label {target}=… is given twice")
         labels[target] = label
-    record = FeedbackStore(feedback_uri(cfg)).record(
+    record = FeedbackStore(cfg.prediction_log).record(
         args.ticket_id, labels, args.source, prediction_log=PredictionLog(cfg.prediction_log)
     )
     print(json.dumps(record.to_dict(), ensure_ascii=False), flush=True)
@@ -192,11 +192,11 @@ def cmd_feedback(args: argparse.Namespace) -> None:
 
 def cmd_review_queue(args: argparse.Namespace) -> None:
     """`review-queue`: the logged tickets flagged for review and not yet labelled, least confident first."""
-    from ticketflow.monitoring.feedback import FeedbackStore, feedback_uri, review_items
+    from ticketflow.monitoring.feedback import FeedbackStore, review_items
     from ticketflow.monitoring.request_log import PredictionLog
 
     cfg = _use_home(args)
-    items = review_items(FeedbackStore(feedback_uri(cfg)).review_queue(PredictionLog(cfg.prediction_log), args.limit))
+    items = review_items(FeedbackStore(cfg.prediction_log).review_queue(PredictionLog(cfg.prediction_log), args.limit))
     if args.json:
         print(json.dumps({"count": len(items), "tickets": items}, ensure_ascii=False), flush=True)
         return

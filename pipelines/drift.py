@@ -5,13 +5,19 @@ Compile with `python -m ticketflow.pipelines.drift` (writes `pipelines/drift.yam
 on Kubeflow as a recurring run. Every task reads changing data (the prediction log, the registry), so
 caching is off for all of them: a cached drift verdict is the classic stale-recurring-run mistake.
 
+On a cluster the two tasks that read the prediction log and the feedback (the drift check and the retraining
+data) get the database URL as `TICKETFLOW_PREDICTION_LOG` from the Secret `ticketflow-database` (key `url`) in
+the namespace where Kubeflow runs the pods (manifests/kfp); the pod does not start without it, rather than check
+an empty log of its own. kfp.local ignores that platform setting: locally the tasks inherit the variable.
+
 The retraining branch is a pipeline of its own, `retraining_pipeline`, because KFP allows a `dsl.ExitHandler`
 only at the outermost scope of a pipeline function, not inside a `dsl.If`: its exit task counts every
 retraining run in `ticketflow_retrain_runs_total{result}`, failed ones included (the alert RetrainFailed).
 """
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
+from ticketflow.components.config import CLUSTER_DATABASE_SECRET, CLUSTER_DATABASE_SECRET_KEY, TicketflowConfig
 from ticketflow.monitoring.drift import DriftThresholds
 from ticketflow.monitoring.kfp import (
     assemble_retraining_data,
@@ -25,6 +31,25 @@ from ticketflow.pipelines.training import training_pipeline
 THRESHOLDS = DriftThresholds()
 PIPELINE_NAME = "ticketflow-drift-check"
 RETRAINING_PIPELINE_NAME = "ticketflow-retraining"
+# The Secret in the KFP namespace holding the database URL, and its key (manifests/kfp). A candidate setting for
+# components/config.py; a constant until it is one. Names, not passwords (hence B105's nosec).
+DATABASE_SECRET = CLUSTER_DATABASE_SECRET
+DATABASE_SECRET_KEY = CLUSTER_DATABASE_SECRET_KEY
+(DATABASE_URL_VARIABLE,) = TicketflowConfig.env_names("prediction_log_uri")
+
+
+def reads_the_database(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Gives a task the database URL (prediction log and feedback) from the Secret in Kubeflow's namespace.
+
+    Args:
+        task: A task that reads the prediction log or the feedback.
+
+    Returns:
+        The task, with the Secret's key as its `TICKETFLOW_PREDICTION_LOG` (not optional: no Secret, no pod).
+    """
+    return kubernetes.use_secret_as_env(
+        task, secret_name=DATABASE_SECRET, secret_key_to_env={DATABASE_SECRET_KEY: DATABASE_URL_VARIABLE}
+    )
 
 
 @dsl.pipeline(name=RETRAINING_PIPELINE_NAME)
@@ -40,6 +65,7 @@ def retraining_pipeline(data_dir: str = "", pushgateway: str = ""):
     with dsl.ExitHandler(counted, name="retraining"):
         data = assemble_retraining_data(data_dir=data_dir)
         data.set_caching_options(False)
+        reads_the_database(data)  # the agents' corrections
         retrain = training_pipeline(data_path=data.output)
         retrain.set_caching_options(False)
 
@@ -83,6 +109,7 @@ def drift_pipeline(
         pushgateway=pushgateway,
     )
     check.set_caching_options(False)
+    reads_the_database(check)  # the window of served tickets, and live accuracy from the feedback
     verdict = read_drift_verdict(summary_json=check.outputs["Output"])
     verdict.set_caching_options(False)
     with dsl.If(verdict.output == True, name="drift-detected"):  # noqa: E712 - a KFP condition, not Python

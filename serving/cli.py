@@ -81,7 +81,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         dest="reload_interval",
         type=float,
         default=None,  # None: the configuration's value, read when the server starts
-        help="seconds between checks whether the alias moved to a new version; 0 disables (default: "
+        help="seconds between checks whether the alias moved to a new version, and between load attempts while "
+        "no model is loaded; 0 disables the checks, not the load attempts (default: "
         f"{_CONFIG_DEFAULTS.reload_interval_seconds:g}, the configuration's reload_interval_seconds)",
     )
 
@@ -115,36 +116,42 @@ def _import_kserve_quietly():
 def run_server(args: argparse.Namespace) -> int:
     """Loads the model, builds the application and serves it until SIGINT/SIGTERM.
 
+    A failed load does not stop it: with nothing to load yet (no champion, no model directory, no vectors) or
+    MLflow, ChromaDB or the database out of reach, the server comes up live but not ready, says why (log,
+    `/metrics`, 503 answers) and retries every reload interval until a load succeeds: on a cluster, a pod that
+    waits instead of a crash loop.
+
     Args:
         args: Options parsed by a parser that `add_serve_arguments` filled.
 
     Returns:
-        The exit code: 0 after a clean shutdown, 1 when there is nothing to serve (the reason on stderr).
+        The exit code: 0 after a clean shutdown.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _import_kserve_quietly()
     # The model stack (kserve, torch, mlflow) loads only now that kserve was imported with a clean sys.argv.
-    from kserve.errors import ModelMissingError
-
-    from ticketflow.monitoring.feedback import FeedbackStore, feedback_uri
+    from ticketflow.monitoring.feedback import FeedbackStore
     from ticketflow.monitoring.request_log import PredictionLog
     from ticketflow.serving.predictor import TicketClassifier
     from ticketflow.serving.server import build_app, serve
 
     cfg = TicketflowConfig.from_env(registered_model_name=args.model_name, champion_alias=args.model_alias)
     reload_interval = cfg.reload_interval_seconds if args.reload_interval is None else args.reload_interval
-    request_log = PredictionLog(cfg.prediction_log, retention_days=cfg.log_retention_days)
-    model = TicketClassifier(args.model_name, cfg, model_dir=args.model_dir, request_log=request_log)
-    try:
-        model.load()
-    except ModelMissingError as exc:
-        print(f"error: nothing to serve: {exc}", file=sys.stderr)
-        return 1
-    feedback_store = FeedbackStore(feedback_uri(cfg))  # its routes check ticket ids against the model's request_log
-    api_token = cfg.api_token.get_secret_value() if cfg.api_token else None
-    app = build_app(model, args.port, api_token, reload_interval, feedback_store)
-    logging.getLogger(__name__).info(
-        "serving %s v%s on http://%s:%d", model.name, model.loaded.version, args.host, args.port
+    request_log = PredictionLog(
+        cfg.prediction_log, retention_days=cfg.log_retention_days, max_buffered=cfg.log_buffer_records
     )
+    model = TicketClassifier(args.model_name, cfg, model_dir=args.model_dir, request_log=request_log)
+    # Feedback goes to the prediction log's database; its routes check ticket ids against the model's request_log.
+    feedback_store = FeedbackStore(cfg.prediction_log)
+    api_token = cfg.api_token.get_secret_value() if cfg.api_token else None
+    # Loaded before the port opens, as a pod's startup probe expects; a failure is logged and retried meanwhile.
+    model.load()
+    app = build_app(model, args.port, api_token, reload_interval, feedback_store)
+    log = logging.getLogger(__name__)
+    url = f"http://{args.host}:{args.port}"
+    if model.loaded is not None:
+        log.info("serving %s v%s on %s", model.name, model.loaded.version, url)
+    else:
+        log.info("listening on %s; %s is not ready yet (%s), retrying", url, model.name, model.not_ready_detail)
     serve(app, args.host, args.port)
     return 0

@@ -6,6 +6,10 @@ in the model's own ChromaDB collection, and logs every answer to the prediction 
 Inference Protocol) requests share one path: `preprocess` validates and turns either into ticket texts,
 `predict` computes the answers on the model thread, `postprocess` shapes them for the protocol. What a request
 may hold and how an answer looks live in `protocol.py`; this class loads, reloads, answers, counts and logs.
+
+It waits rather than fails: with no champion, no vectors, or MLflow, ChromaDB or the database out of reach, it
+stays not ready (`ready` False, the reason in `not_ready`, the log and `/metrics`; see `readiness.py`) and
+`watch_champion` retries until a load succeeds.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from kserve import Model
-from kserve.errors import InferenceError, InvalidInput, ModelMissingError
+from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from ticketflow.components.config import TicketflowConfig
@@ -44,10 +48,31 @@ from ticketflow.serving.protocol import (
     v2_output_types,
     v2_response,
 )
+from ticketflow.serving.readiness import (
+    CHROMA,
+    DATABASE,
+    LOAD_ERROR,
+    MLFLOW,
+    NoChampionError,
+    NotReadyError,
+    NoVectorsError,
+    as_not_ready_error,
+    probe_tracking_server,
+    publish_readiness,
+    talking_to,
+)
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+# Seconds between load attempts while nothing is loaded and the reload interval is 0 (alias checks disabled):
+# a predictor that never retried would stay not ready for good.
+WAIT_RETRY_SECONDS = 10.0
+# How long the MLflow tracking server gets to answer the reachability probe before a load attempt.
+TRACKING_PROBE_TIMEOUT_SECONDS = 5.0
+# What MLflow answers when the registered model or its alias does not exist: no champion, not an error.
+ALIAS_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 @dataclass(frozen=True)
@@ -79,6 +104,9 @@ class TicketClassifier(Model):
         self.request_log = request_log
         self.loaded: LoadedModel | None = None
         self.ready = False
+        # Why nothing is loaded: None before the first attempt ends, and once a model is loaded.
+        self.not_ready: NotReadyError | None = None
+        publish_readiness(False, None)
         # Every torch call (warm-up and requests) runs on this one thread. torch's OpenMP runtime keeps a team of
         # worker threads per calling thread; with two calling threads their spinning workers fight over the cores
         # and one ticket's encode took 15-17 ms instead of 9 ms here (2 cores). One thread loses nothing: each
@@ -89,33 +117,63 @@ class TicketClassifier(Model):
 
     # ---- loading -------------------------------------------------------------------------------------------
     def _champion_version(self) -> str | None:
+        """The version behind the alias, or None when the registered model or the alias does not exist.
+
+        Raises:
+            NotReadyError: MLflow cannot be reached, or answers with another error.
+        """
         import mlflow
         from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
 
-        from ticketflow.components.champion import alias_version
-
-        mlflow.set_tracking_uri(self.cfg.tracking_uri)
-        return alias_version(MlflowClient(), self.cfg.registered_model_name, self.cfg.champion_alias)
+        with talking_to(MLFLOW):
+            mlflow.set_tracking_uri(self.cfg.tracking_uri)
+            probe_tracking_server(self.cfg.tracking_uri, TRACKING_PROBE_TIMEOUT_SECONDS)
+            try:
+                found = MlflowClient().get_model_version_by_alias(
+                    self.cfg.registered_model_name, self.cfg.champion_alias
+                )
+            except MlflowException as exc:
+                # Not `champion.alias_version`, which answers None for every MLflow error, a refused connection too.
+                if exc.error_code in ALIAS_NOT_FOUND_CODES:
+                    return None
+                raise
+            return str(found.version)
 
     def _load_version(self, version: str | None) -> LoadedModel:
-        """Loads a model (from `model_dir`, or a registry version) and opens its vector collection."""
+        """Loads a model (from `model_dir`, or a registry version) and opens its vector collection.
+
+        Raises:
+            NoChampionError: No version given, or `model_dir` does not exist.
+            NoVectorsError: The model's vector collection is missing or empty.
+            NotReadyError: A step failed (sorted by the service it talked to).
+        """
         import mlflow
 
         with self._load_lock:
             if self.model_dir:
                 source = self.model_dir
                 if not Path(source).exists():
-                    raise ModelMissingError(source)
+                    raise NoChampionError(f"model directory {source} (it does not exist)")
                 version = _version_from_dir(Path(source))
             else:
                 if version is None:
-                    raise ModelMissingError(
+                    raise NoChampionError(
                         f"models:/{self.cfg.registered_model_name}@{self.cfg.champion_alias} "
                         f"(no champion in {self.cfg.tracking_uri}: train first with `make run`)"
                     )
-                mlflow.set_tracking_uri(self.cfg.tracking_uri)
                 source = f"models:/{self.cfg.registered_model_name}/{version}"
-            model: TicketModel = mlflow.pyfunc.load_model(source).unwrap_python_model().model
+            with talking_to(MLFLOW):
+                mlflow.set_tracking_uri(self.cfg.tracking_uri)
+                model: TicketModel = mlflow.pyfunc.load_model(source).unwrap_python_model().model
+            # The collection is checked before the warm-up: a model waiting for its vectors costs no encoder.
+            store = None
+            if model.collection:
+                with talking_to(CHROMA):
+                    store = VectorStore(self.cfg.vector_store)
+                    stored = store.count(model.collection)
+                if stored == 0:
+                    raise NoVectorsError(f"vector collection {model.collection!r} in {self.cfg.vector_store}")
             backend = self.cfg.serving_embedding_backend
             # A new encoder is built on the model thread (see `__init__`), holding every request behind it for
             # about 3 s (weights, ONNX export); a version with the same embedding model shares the served one.
@@ -123,21 +181,42 @@ class TicketClassifier(Model):
             # Warm up (and load, unless shared) now, not on the first request.
             self.on_model_thread(lambda: encode_texts(model.encoder(backend), ["warm-up"], 1)).result()
             log.info("%s version %s: %s encoder", self.name, version, "shared" if shared else "new")
-            store = VectorStore(self.cfg.vector_store) if model.collection else None
-            if store is not None and store.count(model.collection) == 0:
-                raise ModelMissingError(f"vector collection {model.collection!r} in {self.cfg.vector_store}")
             log.info("loaded %s version %s (collection %s)", self.name, version, model.collection)
             return LoadedModel(model, str(version), store, model.collection)
+
+    def _load_first(self) -> LoadedModel:
+        """One attempt to get a model to answer with: the prediction log's database, the champion, the model.
+
+        Raises:
+            NoChampionError, NoVectorsError, NotReadyError: See `_load_version`; the database check fails as a
+                `NotReadyError` with reason `database_unreachable`.
+        """
+        if self.request_log is not None:
+            with talking_to(DATABASE):
+                self.request_log.check()  # creates the tables when absent
+        version = None if self.model_dir else self._champion_version()
+        return self._load_version(version)
 
     def load(self) -> bool:
         """Loads the champion (or `model_dir`) and its vector collection; readiness follows.
 
-        Raises:
-            ModelMissingError: No champion, no model directory, or its vector collection is missing.
+        A failed load raises nothing: with no model loaded the predictor stays not ready (`not_ready` says why),
+        with one loaded it keeps serving that one.
+
+        Returns:
+            Whether a model is loaded (`ready`).
         """
-        version = None if self.model_dir else self._champion_version()
-        self._swap(self._load_version(version))
-        self.ready = True
+        try:
+            new = self._load_first()
+        except Exception as exc:
+            failure = as_not_ready_error(exc)
+            if self.loaded is None:
+                self._wait_because(failure)
+            else:
+                log.error("load failed; still serving version %s: %s", self.loaded.version, failure, exc_info=exc)
+            return self.ready
+        self._swap(new)
+        self._become_ready(new.version)
         return self.ready
 
     def _swap(self, new: LoadedModel) -> None:
@@ -147,33 +226,94 @@ class TicketClassifier(Model):
             MODEL_INFO.remove(self.name, old.version)
         MODEL_INFO.labels(model=self.name, version=new.version).set(1)
 
+    def _become_ready(self, version: str) -> None:
+        waited = f" (was not ready: {self.not_ready.reason})" if self.not_ready else ""
+        self.not_ready = None
+        self.ready = True
+        publish_readiness(True, None)
+        log.info("%s is ready: serving version %s%s", self.name, version, waited)
+
+    def _wait_because(self, failure: NotReadyError) -> None:
+        """Records why nothing is loaded: metrics every time, one WARNING line per change of reason."""
+        previous = self.not_ready
+        self.not_ready = failure
+        self.ready = False
+        publish_readiness(False, failure.reason)
+        if previous is None or previous.reason != failure.reason:
+            log.warning(
+                "%s is not ready (%s): %s; retrying until it loads",
+                self.name,
+                failure.reason,
+                failure,
+                exc_info=failure.error if failure.reason == LOAD_ERROR else None,  # unexpected: show where
+            )
+        else:
+            log.debug("%s still not ready (%s): %s", self.name, failure.reason, failure)
+
+    @property
+    def not_ready_detail(self) -> str:
+        """Why the model is not ready, for a 503 answer."""
+        failure = self.not_ready
+        if self.ready:
+            return "it is ready"
+        if failure is None:
+            return "its first load is still running"
+        return f"{failure.reason}: {failure}"
+
     async def reload(self, force: bool = False) -> dict[str, object]:
-        """Loads the champion if the alias moved (or `force`); a failed load keeps the old model serving.
+        """Loads the champion if the alias moved (or `force`), or whatever it can while nothing is loaded.
+
+        A failed load keeps the old model serving; with none loaded, the predictor stays not ready.
 
         Returns:
-            `reloaded`, the serving `version`, the `previous` version, and `error` when the load failed.
+            `reloaded`, the serving `version`, the `previous` version, and `error` (plus the not-ready `reason`
+            while nothing is loaded) when the load failed.
         """
         loop = asyncio.get_running_loop()
         async with self._reload_lock:
             current = self.loaded.version if self.loaded else None
-            if self.model_dir:
+            if self.loaded is not None and self.model_dir:
                 return {"reloaded": False, "version": current, "reason": "serving a fixed model directory"}
             try:
-                target = await loop.run_in_executor(None, self._champion_version)
-                if target == current and not force:
-                    return {"reloaded": False, "version": current}
-                new = await loop.run_in_executor(None, self._load_version, target)
+                if self.loaded is None:
+                    new = await loop.run_in_executor(None, self._load_first)
+                else:
+                    target = await loop.run_in_executor(None, self._champion_version)
+                    if target == current and not force:
+                        return {"reloaded": False, "version": current}
+                    new = await loop.run_in_executor(None, self._load_version, target)
             except Exception as exc:
+                failure = as_not_ready_error(exc)
+                if self.loaded is None:
+                    self._wait_because(failure)
+                    return {"reloaded": False, "version": None, "reason": failure.reason, "error": str(failure)}
                 RELOADS.labels(result="failure").inc()
-                log.exception("reload failed; still serving version %s", current)
-                return {"reloaded": False, "version": current, "error": f"{type(exc).__name__}: {exc}"}
+                log.error("reload failed; still serving version %s: %s", current, failure, exc_info=exc)
+                return {"reloaded": False, "version": current, "error": str(failure)}
             self._swap(new)
-            RELOADS.labels(result="success").inc()
-            log.info("reloaded %s: version %s -> %s", self.name, current, new.version)
+            if current is None:
+                self._become_ready(new.version)
+            else:
+                RELOADS.labels(result="success").inc()
+                log.info("reloaded %s: version %s -> %s", self.name, current, new.version)
             return {"reloaded": True, "version": new.version, "previous": current}
 
     async def watch_champion(self, interval: float) -> None:
-        """Checks every `interval` seconds whether the champion alias moved, and reloads when it did."""
+        """Loads a model, retrying until one loads, then follows the champion alias.
+
+        While nothing is loaded it tries every `interval` seconds (every `WAIT_RETRY_SECONDS` when `interval` is
+        0), at once when no attempt was made yet. Once loaded it checks every `interval` seconds whether the alias
+        moved, and reloads when it did; with an `interval` of 0 or a fixed model directory it then stops.
+
+        Args:
+            interval: Seconds between attempts and alias checks; 0 disables the alias checks.
+        """
+        while self.loaded is None:
+            if self.not_ready is not None:  # an attempt failed already (`load()` at start): wait before the next
+                await asyncio.sleep(interval if interval > 0 else WAIT_RETRY_SECONDS)
+            await self.reload()
+        if interval <= 0 or self.model_dir:
+            return
         while True:
             await asyncio.sleep(interval)
             await self.reload()
@@ -208,11 +348,11 @@ class TicketClassifier(Model):
 
         Raises:
             InvalidInput: The request is malformed (answered with HTTP 400 and the reason), counted under its code.
-            InferenceError: No model is loaded yet.
+            ModelNotReady: No model is loaded yet (answered with HTTP 503 and the reason).
         """
         loaded = self.loaded
         if loaded is None:
-            raise InferenceError("model not loaded")
+            raise ModelNotReady(self.name, self.not_ready_detail)
         mapping = loaded.model.mapping
         rules = RequestRules(
             mapping.text_columns, mapping.tags_column, self.cfg.max_batch_size, self.cfg.max_text_chars

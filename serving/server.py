@@ -11,7 +11,10 @@ by default, so this module builds the same application with kserve's factory and
 - a count of every 4xx by reason, for `/metrics`;
 - `POST /v1/models/<name>/reload`, protected by a bearer token when `TICKETFLOW_API_TOKEN` is set;
 - agents' feedback and the review queue (`serving/feedback_routes.py`) when given a feedback store;
-- a background task that picks up a new champion, and a clean shutdown that flushes the prediction log.
+- readiness that means a model answers: `/v2/health/ready` (stock KServe answers ready whenever no predictor host
+  is set) and every not-ready 503 (`/v2/models/<name>/ready`, `/v1/models/<name>`, predict) say why;
+- a background task that loads the model, retrying until it can (the server is live meanwhile, not ready), then
+  picks up a new champion; and a clean shutdown that flushes the prediction log.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from kserve.errors import (
     ServerNotReady,
     UnsupportedProtocol,
 )
+from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -259,6 +263,45 @@ class GuardMiddleware:
             await _send_error(scope, counting_send, HTTPStatus.INTERNAL_SERVER_ERROR, failure, exc)
 
 
+class ModelsReadyDataPlane(DataPlane):
+    """KServe's data plane whose server readiness (`/v2/health/ready`) is that of its models.
+
+    Stock KServe answers ready whenever no predictor host is configured, even with no model loaded: a pod would
+    get traffic it can only answer with 503.
+    """
+
+    async def ready(self) -> bool:
+        """Whether every registered model is ready (the V2 server-ready route answers 503 otherwise)."""
+        for model in self.model_registry.get_models().values():
+            if not await model.healthy():
+                return False
+        return True
+
+
+def not_ready_handler(model: TicketClassifier):
+    """The handler of kserve's `ModelNotReady` and `ServerNotReady`: a 503 that says why the model is not ready.
+
+    Readiness probes (GET) are logged at DEBUG: a probe every few seconds would fill the log; the reason is
+    already logged once per change (WARNING, by the predictor).
+
+    Args:
+        model: The served model.
+
+    Returns:
+        The exception handler.
+    """
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        message = f"model {model.name} is not ready: {model.not_ready_detail}"
+        if request.method == "GET":
+            log.debug("%s %s -> 503: %s", request.method, request.url.path, message)
+        else:
+            log.info("%s %s -> 503: %s", request.method, request.url.path, message)
+        return JSONResponse(status_code=HTTPStatus.SERVICE_UNAVAILABLE, content={"error": message})
+
+    return handle
+
+
 def control_router(model: TicketClassifier, api_token: str | None) -> APIRouter:
     """Routes that change server state; they need `Authorization: Bearer <token>` when a token is set.
 
@@ -278,8 +321,8 @@ def control_router(model: TicketClassifier, api_token: str | None) -> APIRouter:
             raise HTTPException(status_code=404, detail=f"model {name!r} is not served here")
         result = await model.reload(force=force)
         if "error" in result:
-            detail = f"reload failed, still serving version {result['version']}: {result['error']}"
-            raise HTTPException(status_code=503, detail=detail)
+            serving = f"still serving version {result['version']}" if result["version"] else "nothing loaded yet"
+            raise HTTPException(status_code=503, detail=f"reload failed, {serving}: {result['error']}")
         return result
 
     return router
@@ -292,15 +335,18 @@ def build_app(
     reload_interval: float,
     feedback_store: FeedbackStore | None = None,
 ) -> FastAPI:
-    """Builds KServe's application for one loaded model, plus our middleware, error handlers and routes.
+    """Builds KServe's application for one model, plus our middleware, error handlers and routes.
 
-    KServe's application is one object per process (`kserve.model_server.app`): call this once.
+    KServe's application is one object per process (`kserve.model_server.app`): call this once. The model need
+    not be loaded: a background task started with the server loads it, retrying until it can, and the server
+    answers live but not ready meanwhile.
 
     Args:
-        model: A loaded `TicketClassifier`.
+        model: A `TicketClassifier`, loaded or not.
         port: The HTTP port (KServe records it).
         api_token: Bearer token for state-changing routes, or None.
-        reload_interval: Seconds between champion checks; 0 disables the background check.
+        reload_interval: Seconds between champion checks, and between load attempts while nothing is loaded; 0
+            disables the champion checks (load attempts then come every `predictor.WAIT_RETRY_SECONDS`).
         feedback_store: Where agents' corrections go; given, the feedback and review-queue routes are served
             (they need the model's prediction log).
 
@@ -311,12 +357,15 @@ def build_app(
         ValueError: A feedback store is given but the model has no prediction log.
     """
     server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
+    server.dataplane = ModelsReadyDataPlane(model_registry=server.registered_models)
     server.register_model(model)
     RESTServer(
         kserve_server.FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port
     ).create_application()
     app: FastAPI = kserve_server.app
     install_error_handlers(app)
+    for error_class in (ModelNotReady, ServerNotReady):
+        app.add_exception_handler(error_class, not_ready_handler(model))
     app.include_router(control_router(model, api_token))
     if feedback_store is not None:
         if model.request_log is None:
@@ -326,8 +375,7 @@ def build_app(
     tasks: list[asyncio.Task] = []
 
     async def start_watch() -> None:
-        if reload_interval > 0 and not model.model_dir:
-            tasks.append(asyncio.create_task(model.watch_champion(reload_interval)))
+        tasks.append(asyncio.create_task(model.watch_champion(reload_interval)))
 
     async def shutdown() -> None:
         for task in tasks:

@@ -1,12 +1,15 @@
-"""Shared fixtures: paths to the bundled sample and to the real data in ../shared/data."""
+"""Shared fixtures: paths to the bundled sample and to the real data in ../shared/data, a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.postgres_server import PostgresServer, PostgresServerError, database_name, find_postgres_bin
 from ticketflow.components.config import TicketflowConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +68,55 @@ def sample_csv() -> Path:
 def cfg(tmp_path: Path) -> TicketflowConfig:
     """A configuration whose state (MLflow, ChromaDB) lives under tmp_path."""
     return TicketflowConfig(home=str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole session (see tests/postgres_server.py), stopped at the end.
+
+    Skipped when PostgreSQL is not installed, a failure under CI (which installs it); a server that is installed but
+    does not start is always a failure.
+    """
+    bin_dir = find_postgres_bin()
+    if bin_dir is None:
+        message = "PostgreSQL is not installed (Debian package `postgresql`: initdb and pg_ctl in /usr/lib/postgresql)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"under CI: {message}")
+        pytest.skip(message)
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+    except PostgresServerError as error:
+        server.cleanup()
+        pytest.fail(f"PostgreSQL is installed in {bin_dir} but did not start: {error}")
+    yield server
+    server.cleanup()
+
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database on the session's server, named after the test; its SQLAlchemy URL (psycopg driver).
+
+    Dropped after the test (its open connections are closed by force), so the session's disk use stays small.
+    """
+    name = database_name(request.node.name, str(next(_database_numbers)))
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on both supported databases: `[sqlite]` (a file under tmp_path) and `[postgresql]` (fresh).
+
+    The PostgreSQL server starts only when a `[postgresql]` test runs, so `-k sqlite` needs no PostgreSQL.
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.db'}"
+    return request.getfixturevalue("postgres_url")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,7 +1,7 @@
-"""The three benchmarks in quick mode: tiny inputs, results in a temp folder, the repo's report untouched.
+"""The four benchmarks in quick mode: tiny inputs, results in a temp folder, the repo's report untouched.
 
-Slow (a training run through kfp.local, a server, a drift check: a few minutes on a busy 2-core machine), but it
-is the only check that the writers still fit the code they measure.
+Slow (a training run through kfp.local, a server, a drift check, a 20,000-row prediction log: a few minutes on a
+busy 2-core machine), but it is the only check that the writers still fit the code they measure.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.bench_store import ARMS, QUERIES, full_scans
 from benchmarks.common import PARTS, REPORT, RESULTS, ROOT, machine_paths, render
 
 
@@ -36,6 +37,7 @@ def quick_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bench("training", "--results", str(results), "--workdir", str(folder / "work"))
     bench("serving", "--results", str(results), "--home", str(folder / "work" / "home-sample"))
     bench("drift", "--results", str(results))
+    bench("store", "--results", str(results))
     assert (RESULTS.read_bytes(), REPORT.read_bytes()) == committed
     return results
 
@@ -68,3 +70,21 @@ def test_quick_runs_measure_each_goal(quick_results: Path) -> None:
     ):
         assert expected in names
     assert all(row["met"] in (True, False) and row["ratio"] > 0 for row in goals.values())
+
+
+def test_quick_store_run_times_each_query_with_and_without_indexes(quick_results: Path) -> None:
+    store = json.loads(quick_results.read_text(encoding="utf-8"))["store"]
+    report = (quick_results.parent / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert "## Prediction log at 20,000 rows" in report
+    backends = store["details"]["backends"]
+    assert list(backends) == ["SQLite"]  # quick mode: no PostgreSQL server
+    sqlite = backends["SQLite"]
+    for query in QUERIES:
+        assert all(sqlite["median_seconds"][query][arm] > 0 for arm in ARMS), query
+        assert sqlite["rows"][query] > 0, query
+        assert f"| `{query}` | SQLite |" in report
+    assert sqlite["rows"]["read(last_n=5000)"] == 5000 and sqlite["rows"]["review_queue(limit=50)"] == 50
+    # The indexed plans answer from the indexes: none reads the whole log; without the indexes, those on the log do.
+    assert sqlite["full_scans"] == {query: [] for query in QUERIES}
+    assert all(full_scans(sqlite["plans_without_indexes"][query]) for query in QUERIES if query != "live_accuracy()")
+    assert sqlite["pandas_review_queue_seconds"] > 0

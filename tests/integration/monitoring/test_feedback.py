@@ -1,4 +1,5 @@
-"""Agents' feedback on real SQLite files with a real prediction log: recording, atomicity, queue, accuracy, CLI."""
+"""Agents' feedback in the prediction log's database, on a real SQLite file and a real PostgreSQL server: recording,
+atomicity, the review queue, live accuracy, the CLI."""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
-from ticketflow.components.config import TicketflowConfig
 from ticketflow.monitoring.feedback import (
     COLUMNS,
     FeedbackStore,
     InvalidFeedbackError,
     UnknownTicketError,
-    feedback_uri,
     review_items,
 )
 from ticketflow.monitoring.request_log import PredictionLog, PredictionRecord
@@ -60,16 +60,22 @@ def make_log(uri: str) -> PredictionLog:
     return PredictionLog(uri)
 
 
-@pytest.fixture(params=["sqlite", "parquet"])
-def prediction_log(request, tmp_path: Path) -> PredictionLog:
-    if request.param == "sqlite":
-        return make_log(f"sqlite:///{tmp_path / 'predictions.db'}")
-    return make_log(f"parquet:///{tmp_path / 'predictions'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path: Path) -> str:
+    """The URL of an empty database that holds the prediction log and the feedback."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'state' / 'predictions.db'}"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FeedbackStore:
-    return FeedbackStore(f"sqlite:///{tmp_path / 'state' / 'feedback.db'}")
+def prediction_log(database: str) -> PredictionLog:
+    return make_log(database)
+
+
+@pytest.fixture
+def store(database: str) -> FeedbackStore:
+    return FeedbackStore(database)
 
 
 def rows(store: FeedbackStore) -> list[tuple]:
@@ -119,7 +125,7 @@ def test_an_unknown_id_raises_a_clear_key_error_and_writes_nothing(
     with pytest.raises(UnknownTicketError, match="'nope-0' is not in the prediction log") as caught:
         store.record("nope-0", {"category": "Network"}, prediction_log=prediction_log)
     assert isinstance(caught.value, KeyError)
-    assert not store.path.exists()  # not even the file
+    assert store.read().empty  # nothing written
     store.record("req-0", {"category": "Network"}, prediction_log=prediction_log)
     with pytest.raises(UnknownTicketError):
         store.record("req-99", {"category": "Network"}, prediction_log=prediction_log)
@@ -172,21 +178,22 @@ def test_a_label_never_seen_before_is_accepted(store: FeedbackStore, prediction_
     assert store.labelled_tickets()["category"].tolist() == [label]
 
 
-def test_a_failure_inside_the_transaction_rolls_back_every_target(
-    store: FeedbackStore, prediction_log: PredictionLog
-) -> None:
+def test_a_failure_inside_the_transaction_rolls_back_every_target(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'predictions.db'}"
+    prediction_log, store = make_log(uri), FeedbackStore(uri)
     store.record("req-3", {"category": "Old"}, prediction_log=prediction_log)
     # Make the database itself refuse the second row of the next write, after the first row went in.
-    with sqlite3.connect(store.path) as connection:
+    path = tmp_path / "predictions.db"
+    with sqlite3.connect(path) as connection:
         connection.execute(
             "CREATE TRIGGER refuse_priority BEFORE INSERT ON feedback WHEN NEW.target = 'priority' "
             "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
         )
     for ticket_id in ("req-3", "req-4"):  # an overwrite and a fresh ticket
-        with pytest.raises(sqlite3.DatabaseError, match="disk on fire"):
+        with pytest.raises(sa.exc.DBAPIError, match="disk on fire"):
             store.record(ticket_id, {"category": "New", "priority": "high"}, prediction_log=prediction_log)
     assert rows(store) == [("req-3", "category", "Old")]
-    with sqlite3.connect(store.path) as connection:
+    with sqlite3.connect(path) as connection:
         connection.execute("DROP TRIGGER refuse_priority")
     store.record("req-4", {"category": "New", "priority": "high"}, prediction_log=prediction_log)
     assert store.get("req-4").labels == {"category": "New", "priority": "high"}
@@ -249,9 +256,14 @@ def test_review_queue_is_least_confident_first_and_drops_labelled_tickets(
             store.review_queue(prediction_log, limit=limit)  # type: ignore[arg-type]
 
 
-def test_review_queue_of_an_empty_log(store: FeedbackStore, tmp_path: Path) -> None:
-    queue = store.review_queue(PredictionLog(f"sqlite:///{tmp_path / 'none.db'}"))
+def test_review_queue_of_an_empty_log(database: str) -> None:
+    queue = FeedbackStore(database).review_queue(PredictionLog(database))
     assert queue.empty and review_items(queue) == []
+
+
+def test_review_queue_needs_the_log_in_the_same_database(store: FeedbackStore, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="in one database"):
+        store.review_queue(PredictionLog(f"sqlite:///{tmp_path / 'elsewhere.db'}"))
 
 
 def test_labelled_tickets_have_the_training_data_shape(store: FeedbackStore, prediction_log: PredictionLog) -> None:
@@ -300,23 +312,19 @@ def test_concurrent_records_from_threads_all_land(store: FeedbackStore, predicti
     assert {t: frame.loc[t, "category"] for t in TICKETS} == {t: f"C{i}-4" for i, t in enumerate(TICKETS)}
 
 
-def test_feedback_uri_and_store_uris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TICKETFLOW_FEEDBACK", raising=False)
-    cfg = TicketflowConfig(home=str(tmp_path / "home"))
-    assert feedback_uri(cfg) == f"sqlite:///{(tmp_path / 'home').resolve() / 'feedback.db'}"
-    monkeypatch.setenv("TICKETFLOW_FEEDBACK", "sqlite:///elsewhere.db")
-    assert feedback_uri(TicketflowConfig.from_env(home=cfg.home)) == "sqlite:///elsewhere.db"  # read by from_env
-    for bad in ("parquet:///x", "sqlite:///", "sqlite:///:memory:", "feedback.db", ""):
-        with pytest.raises(ValueError, match="not a SQLite file"):
+def test_bad_urls_are_refused() -> None:
+    for bad in ("parquet:///x", "sqlite:///", "sqlite:///:memory:", "feedback.db", "", "mysql://u@h/db"):
+        with pytest.raises(ValueError, match="database URL"):
             FeedbackStore(bad)
 
 
-def test_the_store_can_share_the_prediction_logs_file(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'predictions.db'}"
-    prediction_log = make_log(uri)
-    store = FeedbackStore(uri)
+def test_the_feedback_shares_the_prediction_logs_database(database: str) -> None:
+    prediction_log = make_log(database)
+    store = FeedbackStore(database)
     store.record("req-1", {"category": "Network"}, prediction_log=prediction_log)
     assert len(prediction_log) == len(TICKETS) and rows(store) == [("req-1", "category", "Network")]
+    tables = sa.inspect(sa.create_engine(prediction_log.url)).get_table_names()
+    assert {"predictions", "feedback", "ticketflow_schema_version"} <= set(tables)
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -345,7 +353,7 @@ def test_cli_feedback_and_review_queue(tmp_path: Path) -> None:
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert record["labels"] == {"category": "Network", "priority": "high"}
     assert record["predicted"] == {"category": "Access", "priority": "medium"}
-    assert FeedbackStore(f"sqlite:///{home / 'feedback.db'}").get("req-2").labels == record["labels"]
+    assert FeedbackStore(f"sqlite:///{home / 'predictions.db'}").get("req-2").labels == record["labels"]
 
     limited = json.loads(cli(home, "review-queue", "--json", "--limit", "2").stdout)
     assert [t["ticket_id"] for t in limited["tickets"]] == ["req-1", "req-4"]
@@ -362,4 +370,4 @@ def test_cli_feedback_and_review_queue(tmp_path: Path) -> None:
     assert malformed.returncode == 2 and "TARGET=LABEL" in malformed.stderr
     bad_limit = cli(home, "review-queue", "--limit", "0")
     assert bad_limit.returncode == 1 and "error: limit must be a positive integer" in bad_limit.stderr
-    assert FeedbackStore(f"sqlite:///{home / 'feedback.db'}").labelled_ticket_ids() == {"req-2"}
+    assert FeedbackStore(f"sqlite:///{home / 'predictions.db'}").labelled_ticket_ids() == {"req-2"}

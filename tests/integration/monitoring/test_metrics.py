@@ -37,7 +37,7 @@ from tests.integration.monitoring.test_observability import (
 )
 
 # The trained home and the running server of the serving tests (module-scoped fixtures: trained once here too).
-from tests.integration.serving.test_server import V1, Server, free_port, home, predict, server  # noqa: F401
+from tests.integration.serving.test_server import V1, Server, free_port, predict, server  # noqa: F401
 from ticketflow.components.config import TicketflowConfig
 from ticketflow.monitoring import metrics
 from ticketflow.monitoring.drift import DriftResult, DriftThresholds
@@ -81,7 +81,7 @@ def wait_for_logged(cfg: TicketflowConfig, count: int, timeout: float = 30) -> N
 
 def test_every_metric_the_alerts_and_the_dashboard_name_is_exported(
     server: Server,  # noqa: F811  # the imported fixtures
-    home: Path,  # noqa: F811
+    home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     tickets = pd.read_csv(SAMPLE, nrows=60)  # the sample ends with deliberately broken rows

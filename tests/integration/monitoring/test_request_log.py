@@ -1,9 +1,11 @@
-"""The prediction log on real SQLite and Parquet files: round trips, windows, retention, durability, failures."""
+"""The prediction log on a real SQLite file and a real PostgreSQL server: round trips, windows, retention,
+durability, failures, a bounded buffer while the database is down, and several writing processes."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
+from tests.postgres_server import PostgresServer, find_postgres_bin
+from ticketflow.monitoring import database
+from ticketflow.monitoring.metrics import LOG_DROPPED
 from ticketflow.monitoring.request_log import BASE_COLUMNS, PredictionLog, PredictionRecord
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -40,14 +46,15 @@ def record(i: int, timestamp: datetime | None = None, request: str = "req", **ch
 
 
 def uri_for(kind: str, tmp_path: Path) -> str:
-    # tmp_path is absolute, so these are sqlite:////… and parquet:////… (three slashes, then /tmp/…).
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'logs' / 'predictions.db'}"
-    return f"parquet:///{tmp_path / 'logs' / 'predictions'}"
+    # tmp_path is absolute, so this is sqlite:////… (three slashes, then /tmp/…).
+    assert kind == "sqlite"
+    return f"sqlite:///{tmp_path / 'logs' / 'predictions.db'}"
 
 
-@pytest.fixture(params=["sqlite", "parquet"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def uri(request, tmp_path) -> str:
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
     return uri_for(request.param, tmp_path)
 
 
@@ -65,7 +72,7 @@ def test_constructing_a_log_creates_nothing_and_starts_no_thread(uri, tmp_path):
     plog = PredictionLog(uri)
     assert not (tmp_path / "logs").exists()
     assert len(writer_threads()) == before
-    # Reading an empty log creates nothing either.
+    # Reading creates the tables (the drift check may come first) and finds no records.
     frame = plog.read()
     assert list(frame.columns) == list(BASE_COLUMNS)
     assert len(frame) == 0
@@ -75,7 +82,7 @@ def test_constructing_a_log_creates_nothing_and_starts_no_thread(uri, tmp_path):
     assert plog.purge() == 0
     assert plog  # truthy even when empty
     plog.close()
-    assert not (tmp_path / "logs").exists()
+    assert len(writer_threads()) == before
 
 
 def test_round_trip_with_two_targets(uri):
@@ -198,6 +205,18 @@ def test_the_writer_purges_when_it_starts(uri):
         assert plog.read()["ticket_id"].tolist() == ["req-2"]
 
 
+def test_an_idle_writer_wakes_for_the_next_record(uri):
+    with PredictionLog(uri, flush_interval=FAST) as plog:
+        plog.append([record(1)])
+        plog.flush()
+        time.sleep(0.3)  # the writer has nothing to do and sleeps (until its next hourly purge)
+        plog.append([record(2)])
+        deadline = time.time() + 5
+        while len(plog) < 2 and time.time() < deadline:  # no flush: the writer must wake by itself
+            time.sleep(0.05)
+        assert len(plog) == 2
+
+
 def test_append_only_enqueues(sqlite_uri):
     records = [record(i, timestamp=T0) for i in range(10_000)]
     plog = PredictionLog(sqlite_uri)
@@ -281,12 +300,29 @@ def test_readers_work_while_the_writer_writes(sqlite_uri, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad", ["predictions.db", "/tmp/predictions.db", "postgresql://host/db", "sqlite://predictions.db", "sqlite:///"]
+    "bad",
+    [
+        "predictions.db",
+        "/tmp/predictions.db",
+        "sqlite://predictions.db",
+        "sqlite:///",
+        "sqlite:///:memory:",
+        "parquet:///logs/predictions",
+        "mysql://user@host/db",
+        "postgresql+psycopg://user@host:5432",
+    ],
 )
 def test_unknown_uris_are_refused(bad):
-    with pytest.raises(ValueError, match="prediction-log URI") as caught:
+    with pytest.raises(ValueError, match="database URL") as caught:
         PredictionLog(bad)
     assert repr(bad) in str(caught.value)
+
+
+def test_postgresql_urls_get_the_installed_driver_and_hide_the_password():
+    plog = PredictionLog("postgresql://ticketflow:s3cret@db.example:5432/ticketflow")
+    assert plog.url.drivername == "postgresql+psycopg"
+    assert "s3cret" not in plog.name and "s3cret" not in repr(plog)
+    plog.close()
 
 
 def test_append_after_close_raises_and_close_is_idempotent(uri):
@@ -311,7 +347,8 @@ def test_bad_input_is_refused(uri):
     plog.close()
 
 
-def test_a_failed_write_is_retried_and_nothing_is_lost(uri, tmp_path, caplog):
+def test_a_failed_write_is_retried_and_nothing_is_lost(sqlite_uri, tmp_path, caplog):
+    uri = sqlite_uri
     blocker = tmp_path / "logs"
     blocker.write_text("a file where the log's folder should be")  # makes creating the log fail, even as root
     plog = PredictionLog(uri, flush_interval=FAST)
@@ -343,3 +380,129 @@ def test_timestamps_are_stored_in_utc(uri):
         plog.flush()
         assert plog.get("req-1")["timestamp"] == datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
         assert plog.read()["timestamp"].iloc[0] == pd.Timestamp("2024-05-01 09:00", tz="UTC")
+
+
+# ---- the schema, a bounded buffer while the database is down, several writers ------------------------------------
+def test_check_creates_the_versioned_schema_once(uri):
+    plog = PredictionLog(uri)
+    plog.check()
+    plog.check()  # idempotent
+    assert database.schema_version(uri) == "0001"
+    tables = set(sa.inspect(sa.create_engine(plog.url)).get_table_names())
+    assert {"predictions", "feedback", database.VERSION_TABLE} <= tables
+    assert "alembic_version" not in tables  # MLflow's own version table may share the database
+
+
+def test_an_unreachable_database_is_a_clear_error_naming_it_without_the_password():
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    plog = PredictionLog(f"postgresql+psycopg://ticketflow:s3cret@127.0.0.1:{port}/ticketflow")
+    for call in (plog.check, plog.read, lambda: plog.get("req-1"), plog.__len__):
+        with pytest.raises(database.DatabaseUnavailableError, match=f"127.0.0.1:{port}/ticketflow") as caught:
+            call()
+        assert "s3cret" not in str(caught.value)
+    plog.close()
+
+
+def test_a_full_buffer_drops_and_counts_and_the_rest_is_written_later(sqlite_uri, tmp_path, caplog):
+    blocker = tmp_path / "logs"
+    blocker.write_text("a file where the log's folder should be")  # the database cannot be opened
+    dropped_before = LOG_DROPPED._value.get()
+    plog = PredictionLog(sqlite_uri, flush_interval=FAST, max_buffered=100)
+    with caplog.at_level(logging.WARNING, logger="ticketflow.monitoring.request_log"):
+        for i in range(150):
+            plog.append([record(i)])  # never blocks, never raises
+    assert plog.dropped == 50
+    assert LOG_DROPPED._value.get() - dropped_before == 50
+    assert any("dropped" in r.getMessage() and "buffer is full" in r.getMessage() for r in caplog.records)
+
+    blocker.unlink()  # the database is back
+    plog.flush(timeout=10)
+    assert len(plog) == 100
+    assert plog.read()["ticket_id"].tolist() == [f"req-{i}" for i in range(100)]  # the first 100 kept, in order
+    plog.close()
+    assert len(plog) + plog.dropped == 150  # every answered ticket is written or counted
+
+
+def test_close_counts_what_it_could_not_write(sqlite_uri, tmp_path):
+    (tmp_path / "logs").write_text("not a folder")
+    dropped_before = LOG_DROPPED._value.get()
+    plog = PredictionLog(sqlite_uri, flush_interval=FAST)
+    plog.append([record(i) for i in range(7)])
+    with pytest.raises(TimeoutError, match="7 records could not be written"):
+        plog.close(timeout=1.0)
+    assert plog.dropped == 7 and LOG_DROPPED._value.get() - dropped_before == 7
+    plog.close()  # closed: nothing more to do
+
+
+@pytest.fixture
+def own_postgres(request):
+    """A PostgreSQL server of this test's own, so stopping it disturbs no other test."""
+    request.getfixturevalue("postgres_server")  # skips, or fails under CI, when PostgreSQL is absent
+    server = PostgresServer(find_postgres_bin()).start()
+    yield server
+    server.cleanup()
+
+
+def test_postgresql_stopped_in_a_burst_loses_nothing(own_postgres):
+    uri = own_postgres.create_database("burst")
+    plog = PredictionLog(uri, batch_size=50, flush_interval=FAST)
+    plog.append([record(i) for i in range(200)])
+    plog.flush(timeout=10)
+    own_postgres.stop()
+    started = time.perf_counter()
+    for i in range(200, 700):
+        plog.append([record(i)])  # while the database is down
+    assert time.perf_counter() - started < 0.5  # appending never waits for the database
+    time.sleep(1.0)  # let the writer fail at least once
+    assert plog.write_failures >= 1
+    assert plog.dropped == 0
+    own_postgres.start()
+    plog.flush(timeout=60)
+    plog.close()
+    assert len(PredictionLog(uri)) == 700
+    assert plog.dropped == 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_two_processes_creating_and_writing_at_once_lose_nothing(kind, tmp_path, request):
+    uri = uri_for("sqlite", tmp_path) if kind == "sqlite" else request.getfixturevalue("postgres_url")
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from datetime import UTC, datetime, timedelta
+        from ticketflow.monitoring.request_log import PredictionLog, PredictionRecord
+
+        uri, name, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+        while time.time() < start_at:  # both processes create the tables at the same moment
+            time.sleep(0.001)
+        t0 = datetime.now(UTC)  # recent: each writer purges what is past retention when it starts
+        with PredictionLog(uri, batch_size=64, flush_interval=0.01) as plog:
+            plog.check()
+            for i in range(2_000):
+                plog.append([PredictionRecord(f"{name}-{i}", name, "printer jammed", {"category": "Hardware"},
+                                              {"category": 0.9}, False, "ticket-classifier", "3",
+                                              t0 + timedelta(milliseconds=i))])
+        print(plog.dropped, plog.write_failures)
+        """
+    )
+    start_at = time.time() + 4.0  # after both interpreters have imported everything
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, uri, name, str(start_at)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+        assert out.split() == ["0", "0"], err  # nothing dropped, no failed write
+    frame = PredictionLog(uri).read()
+    assert len(frame) == 4_000
+    assert set(frame["request_id"]) == {"a", "b"}
+    assert database.schema_version(uri) == "0001"

@@ -7,6 +7,7 @@ answering in-process and logging to the prediction log, Evidently.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,14 @@ from ticketflow.pipelines.drift import drift_pipeline
 from ticketflow.serving.predictor import TicketBatch, TicketClassifier
 
 
-def run_cli_process(home: Path, *args: str) -> subprocess.CompletedProcess:
+def run_cli_process(home: Path, *args: str, prediction_log: str = "") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TICKETFLOW_PREDICTION_LOG"}
+    if prediction_log:
+        env["TICKETFLOW_PREDICTION_LOG"] = prediction_log  # as `make drift` reads it
     proc = subprocess.run(
         [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=900,
@@ -37,12 +42,12 @@ def run_cli_process(home: Path, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def run_cli(home: Path, *args: str) -> dict:
-    return json.loads(run_cli_process(home, *args).stdout.strip().splitlines()[-1])
+def run_cli(home: Path, *args: str, prediction_log: str = "") -> dict:
+    return json.loads(run_cli_process(home, *args, prediction_log=prediction_log).stdout.strip().splitlines()[-1])
 
 
-def replay(home: Path, texts: list[str], prefix: str) -> None:
-    cfg = TicketflowConfig(home=str(home))
+def replay(home: Path, texts: list[str], prefix: str, prediction_log: str = "") -> None:
+    cfg = TicketflowConfig(home=str(home), prediction_log_uri=prediction_log)
     log = PredictionLog(cfg.prediction_log)
     model = TicketClassifier("ticket-classifier", cfg, request_log=log)
     model.load()
@@ -76,11 +81,16 @@ def test_too_little_traffic_gives_not_enough_data_and_no_retrain(home: Path) -> 
     assert summary["window"]["tickets"] == 20
 
 
-def test_shifted_traffic_is_detected_and_retrains_behind_the_gate(home: Path, customer_support_csv: Path) -> None:
+def test_shifted_traffic_is_detected_and_retrains_behind_the_gate(
+    home: Path, customer_support_csv: Path, postgres_url: str
+) -> None:
+    # The predictor logs to PostgreSQL and the drift run reads it back from there, as on a cluster.
     source = pd.read_csv(customer_support_csv)
     german = source[source["language"] == "de"].head(150)
-    replay(home, (german["subject"].fillna("") + " " + german["body"].fillna("")).tolist(), "de")
-    summary = run_cli(home, "drift", "--window-records", "150")
+    replay(home, ["printer jammed on floor two"] * 40, "old", prediction_log=postgres_url)  # outside the window
+    replay(home, (german["subject"].fillna("") + " " + german["body"].fillna("")).tolist(), "de", postgres_url)
+    assert len(PredictionLog(postgres_url)) == 190
+    summary = run_cli(home, "drift", "--window-records", "150", prediction_log=postgres_url)
     assert summary["drift_detected"] is True, summary["scores"]
     tasks_log = Path(summary["tasks_log"]).read_text()  # the nested training pipeline logs into the same run's log
     assert (
@@ -110,7 +120,7 @@ def test_shifted_traffic_is_detected_and_retrains_behind_the_gate(home: Path, cu
 def test_drift_pipeline_compiles_with_caching_off_and_a_retrain_branch(tmp_path: Path) -> None:
     path = tmp_path / "drift.yaml"
     compile_to(drift_pipeline, str(path))
-    spec = json_format.ParseDict(yaml.safe_load(path.read_text()), pipeline_spec_pb2.PipelineSpec())
+    spec = json_format.ParseDict(next(yaml.safe_load_all(path.read_text())), pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
     for name in ("check-for-drift", "read-drift-verdict"):
         assert tasks[name].caching_options.enable_cache is False, name

@@ -3,13 +3,17 @@
 - the committed InferenceService is exactly what the builder renders (never stale, never hand-edited);
 - it validates against KServe's CRD schema from ../shared/schemas, with unknown fields as errors (as the API
   server's strict field validation treats them); built-in kinds pass `kubernetes-validate --strict`;
-- every kustomization (manifests/base, manifests/monitoring, the overlays) has resources and patches that
-  exist and parse, the overlays' patches hit base objects, and every overlay deploys every base;
+- every kustomization (manifests/base, manifests/monitoring, manifests/kfp, the overlays) has resources,
+  generators and patches that exist and parse, the overlays' patches hit base objects, and every overlay deploys
+  every base (manifests/kfp, the Secret in Kubeflow's namespace, is applied on its own);
 - the builder's model source (storageUri or registry alias), environment and probes;
 - the cluster services: every address a client is given (the cluster profile of components/config.py, which
   the image, ticketflow-config and the predictor select; the drift check's Pushgateway, Grafana's data source)
   reaches a Service, a Deployment and a container port; MLflow accepts those host names; probes, volumes,
   images, security and Minikube-sized resources;
+- the database: PostgreSQL, its init script (run against a real PostgreSQL server) and the Secret
+  `ticketflow-database`, whose URLs the predictor (stateless: no volume) and MLflow read, and whose `url` the
+  compiled drift pipeline gets in Kubeflow's namespace from manifests/kfp;
 - the Dockerfile passes hadolint, selects the cluster profile with one variable (no address of its own) and
   agrees with the InferenceService (user, port, command).
 """
@@ -17,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import json
 import os
@@ -25,16 +30,20 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
+import psycopg
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from tests.conftest import SHARED_DATA, shared_file
+from tests.postgres_server import SERVICE_USER, PostgresServer
 from ticketflow.components.config import CLUSTER_NAMESPACE, CLUSTER_PROFILE, PROFILES, TicketflowConfig
 from ticketflow.monitoring.cluster_manifests import (
     GRAFANA_DASHBOARDS_CONFIG_MAP,
@@ -42,15 +51,17 @@ from ticketflow.monitoring.cluster_manifests import (
     GRAFANA_PROVIDERS_CONFIG_MAP,
     PROMETHEUS_CONFIG_MAP,
 )
+from ticketflow.pipelines import drift as drift_pipeline_module
 from ticketflow.pipelines.schedule import DriftSchedule
 from ticketflow.serving.cli import build_serve_parser
 from ticketflow.serving.inference_service import (
     CONTAINER_NAME,
+    DATABASE_SECRET,
+    DATABASE_SECRET_KEY,
     HEADER,
     MANIFEST_FILE,
     MODEL_MOUNT_PATH,
     PROFILE_VARIABLE,
-    STATE_MOUNT_PATH,
     URI_FIELDS,
     ServingDeployment,
     build_inference_service,
@@ -64,15 +75,17 @@ MANIFESTS = ROOT / "manifests"
 BASE = MANIFESTS / "base"
 MONITORING = MANIFESTS / "monitoring"
 MINIKUBE = MANIFESTS / "overlays" / "minikube"
+KFP = MANIFESTS / "kfp"  # the Secret in Kubeflow's namespace: applied on its own, where KFP runs pipeline pods
 KUSTOMIZATIONS = sorted(path.parent for path in MANIFESTS.rglob("kustomization.yaml"))
 OVERLAYS = [folder for folder in KUSTOMIZATIONS if folder.parent.name == "overlays"]
-BASES = [folder for folder in KUSTOMIZATIONS if folder not in OVERLAYS]  # what overlays build on
+BASES = [folder for folder in KUSTOMIZATIONS if folder not in OVERLAYS and folder != KFP]  # what overlays build on
 CRD = SHARED_DATA.parent / "schemas" / "serving.kserve.io_inferenceservices.yaml"
 KUBERNETES_VERSION = "1.30.0"  # a version kubernetes-validate ships schemas for
 STORAGE_URI = "s3://ticketflow-models/ticket-classifier/7/artifacts/model"
 CLUSTER = TicketflowConfig(profile=CLUSTER_PROFILE)  # what every pod of ours falls back on
 # Every environment variable `TicketflowConfig.from_env()` reads.
 SETTINGS_VARIABLES = {name for field in TicketflowConfig.model_fields for name in TicketflowConfig.env_names(field)}
+(DATABASE_URL_VARIABLE,) = TicketflowConfig.env_names("prediction_log_uri")  # TICKETFLOW_PREDICTION_LOG
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
@@ -158,19 +171,51 @@ def base_objects(folder: Path) -> list[dict]:
     return objects
 
 
-def generated_config_maps(folder: Path) -> list[dict]:
-    """The ConfigMaps a kustomization and its bases generate (literals only; names without hash)."""
+def env_file(path: Path) -> dict[str, str]:
+    """A kustomize `envs:` file: `key=value` lines; blank lines and `#` comments skipped, values taken as written."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    assert all(len(pair) == 2 for pair in pairs), f"{path}: a line without '='"
+    return dict(pairs)
+
+
+def generator_data(folder: Path, generator: dict) -> dict[str, str]:
+    """The data of a configMapGenerator or secretGenerator entry (literals and env files; names without hash)."""
+    assert set(generator) <= {"name", "literals", "envs", "options"}, f"{generator['name']}: unmodelled fields"
+    assert generator.get("options", {}).get("disableNameSuffixHash") is True, f"{generator['name']}: hash suffix"
+    data = dict(literal.split("=", 1) for literal in generator.get("literals", []))
+    for name in generator.get("envs", []):
+        data.update(env_file(folder / name))
+    return data
+
+
+def generated_objects(folder: Path) -> list[dict]:
+    """The ConfigMaps and Secrets a kustomization and its bases generate, as `kubectl kustomize` writes them."""
     spec = kustomization(folder)
-    maps = [
-        m
+    objects = [
+        obj
         for entry in spec.get("resources", [])
         if (folder / entry).is_dir()
-        for m in generated_config_maps(folder / entry)
+        for obj in generated_objects(folder / entry)
     ]
     for gen in spec.get("configMapGenerator", []):
-        data = dict(literal.split("=", 1) for literal in gen.get("literals", []))
-        maps.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data})
-    return maps
+        data = generator_data(folder, gen)
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data})
+    for gen in spec.get("secretGenerator", []):
+        data = {key: base64.b64encode(value.encode()).decode() for key, value in generator_data(folder, gen).items()}
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": gen["name"]}, "type": "Opaque"}
+        objects.append({**secret, "data": data})
+    return objects
+
+
+def generated_config_maps(folder: Path) -> list[dict]:
+    """The ConfigMaps a kustomization and its bases generate."""
+    return [obj for obj in generated_objects(folder) if obj["kind"] == "ConfigMap"]
+
+
+def secret_data(objects: list[dict], name: str) -> dict[str, str]:
+    """The decoded data of the Secret `name` among `objects`."""
+    return {key: base64.b64decode(value).decode() for key, value in obj_named(objects, "Secret", name)["data"].items()}
 
 
 def matches_target(obj: dict, target: dict) -> bool:
@@ -261,7 +306,7 @@ def patched_objects(folder: Path) -> list[dict]:
 def deployed_objects(folder: Path) -> list[dict]:
     """What `kubectl apply -k folder` creates, as the helpers above model it (namespaces aside)."""
     objects = patched_objects(folder) if folder in OVERLAYS else base_objects(folder)
-    return objects + generated_config_maps(folder)
+    return objects + generated_objects(folder)
 
 
 def container(isvc: dict) -> dict:
@@ -284,6 +329,11 @@ def pod_spec(workload: dict) -> dict:
 
 def containers_of(workload: dict) -> list[dict]:
     return pod_spec(workload)["containers"]
+
+
+def all_containers_of(workload: dict) -> list[dict]:
+    """The init containers and the containers of a workload's pod."""
+    return pod_spec(workload).get("initContainers", []) + containers_of(workload)
 
 
 def env_of(isvc: dict) -> dict[str, dict]:
@@ -436,19 +486,20 @@ def test_kubernetes_validate_strict_rejects_a_typo():
 
 
 def test_base_objects_are_the_expected_ones():
-    objects = {(o["kind"], o["metadata"]["name"]) for o in base_objects(BASE) + generated_config_maps(BASE)}
+    objects = {(o["kind"], o["metadata"]["name"]) for o in deployed_objects(BASE)}
     settings = ServingDeployment()
     assert objects == {
         ("Namespace", settings.namespace),
-        ("PersistentVolumeClaim", settings.prediction_log_pvc),
-        ("InferenceService", settings.name),
+        ("InferenceService", settings.name),  # no PersistentVolumeClaim of its own: the predictor is stateless
         ("ConfigMap", "ticketflow-config"),
-        *[("PersistentVolumeClaim", f"{server}-data") for server in ("mlflow", "chroma")],
-        *[(kind, server) for server in ("mlflow", "chroma") for kind in ("Deployment", "Service")],
+        ("ConfigMap", "postgres-init"),
+        ("Secret", settings.database_secret),
+        *[("PersistentVolumeClaim", f"{server}-data") for server in ("mlflow", "chroma", "postgres")],
+        *[(kind, server) for server in ("mlflow", "chroma", "postgres") for kind in ("Deployment", "Service")],
     }
-    pvc = next(o for o in base_objects(BASE) if o["metadata"]["name"] == settings.prediction_log_pvc)
+    pvc = obj_named(deployed_objects(BASE), "PersistentVolumeClaim", "postgres-data")
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
-    assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
 
 
 def test_config_map_for_pipeline_pods_selects_the_cluster_profile():
@@ -466,8 +517,8 @@ def test_kustomization_entries_exist_and_parse(folder: Path):
     spec = kustomization(folder)
     assert spec["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
     assert spec["kind"] == "Kustomization"
-    assert spec.get("resources"), "a kustomization without resources"
-    for entry in spec["resources"]:
+    assert spec.get("resources") or spec.get("secretGenerator"), "a kustomization without resources"
+    for entry in spec.get("resources", []):
         path = (folder / entry).resolve()
         if path.is_dir():
             assert (path / "kustomization.yaml").is_file(), f"{entry}: a folder without kustomization.yaml"
@@ -479,6 +530,8 @@ def test_kustomization_entries_exist_and_parse(folder: Path):
     for patch in spec.get("patches", []):
         assert "path" in patch, "inline patches cannot be checked here: put them in a file"
         assert isinstance(load_docs(folder / patch["path"])[0], list | dict), f"{patch['path']} does not parse"
+    for generator in spec.get("configMapGenerator", []) + spec.get("secretGenerator", []):
+        assert generator_data(folder, generator), f"{generator['name']}: no data"  # its env files exist and parse
 
 
 @pytest.mark.parametrize("folder", BASES, ids=lambda p: p.relative_to(MANIFESTS).as_posix())
@@ -559,9 +612,15 @@ def test_kubectl_kustomize_builds_what_the_checks_above_assume(folder: Path, isv
     expected = deployed_objects(folder)
     for obj in expected:
         if obj["kind"] != "Namespace":  # kustomize sets the namespace of namespaced objects
-            obj["metadata"]["namespace"] = ServingDeployment().namespace
+            obj["metadata"]["namespace"] = kustomization(folder).get("namespace", ServingDeployment().namespace)
+
+    def comparable(obj: dict) -> dict:  # kustomize wraps long base64 values over several lines: compare the bytes
+        if obj["kind"] != "Secret":
+            return obj
+        return {**obj, "data": {key: base64.b64decode(value) for key, value in obj["data"].items()}}
+
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
-    assert sorted(objects, key=key) == sorted(expected, key=key)
+    assert sorted(map(comparable, objects), key=key) == sorted(map(comparable, expected), key=key)
     for obj in objects:
         if obj["kind"] == "InferenceService":
             assert isvc_errors(obj, isvc_validator) == []
@@ -651,8 +710,12 @@ def test_container_command_line_and_environment(no_serve_env):
     options = serve_options(container(isvc))
     assert (options.host, options.port, options.model_name) == ("0.0.0.0", 9000, "ticket-router")
     env = env_of(isvc)
-    assert set(env) == {"TICKETFLOW_PROFILE", "TICKETFLOW_API_TOKEN"}  # the addresses come from the profile
+    # The addresses come from the profile, the database URL (it holds a password) from a Secret.
+    assert set(env) == {"TICKETFLOW_PROFILE", "TICKETFLOW_PREDICTION_LOG", "TICKETFLOW_API_TOKEN"}
     assert env["TICKETFLOW_PROFILE"]["value"] == "cluster"
+    assert env["TICKETFLOW_PREDICTION_LOG"]["valueFrom"] == {
+        "secretKeyRef": {"name": "ticketflow-database", "key": "url"}  # required: no Secret, no pod
+    }
     assert env["TICKETFLOW_API_TOKEN"]["valueFrom"] == {
         "secretKeyRef": {"name": "ticketflow-api-token", "key": "token", "optional": True}
     }
@@ -664,12 +727,22 @@ def plain_env(isvc: dict) -> dict[str, str]:
     return {name: variable["value"] for name, variable in env_of(isvc).items() if "value" in variable}
 
 
-def pod_settings(isvc: dict, monkeypatch: pytest.MonkeyPatch) -> TicketflowConfig:
-    """What `TicketflowConfig.from_env()` gives in the predictor container (its plain `value` variables)."""
+def pod_settings(
+    isvc: dict, monkeypatch: pytest.MonkeyPatch, secrets: dict[str, dict[str, str]] | None = None
+) -> TicketflowConfig:
+    """What `TicketflowConfig.from_env()` gives in the predictor container.
+
+    Its plain `value` variables, plus those from Secrets when `secrets` (name -> decoded data) is given, as the
+    kubelet fills them in.
+    """
     for name in SETTINGS_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     for name, value in plain_env(isvc).items():
         monkeypatch.setenv(name, value)
+    for name, variable in env_of(isvc).items():
+        ref = variable.get("valueFrom", {}).get("secretKeyRef")
+        if secrets is not None and ref is not None and ref["key"] in secrets.get(ref["name"], {}):
+            monkeypatch.setenv(name, secrets[ref["name"]][ref["key"]])
     return TicketflowConfig.from_env()
 
 
@@ -678,18 +751,25 @@ def test_the_predictor_reads_the_cluster_profile(monkeypatch: pytest.MonkeyPatch
     assert settings.profile == CLUSTER_PROFILE
     assert settings.mlflow_tracking_uri == "http://mlflow.ticketflow.svc.cluster.local:5000"
     assert settings.vector_store_uri == "http://chroma.ticketflow.svc.cluster.local:8000"
-    assert settings.home == STATE_MOUNT_PATH == "/var/lib/ticketflow"  # the prediction log's PVC
-    assert settings.prediction_log_uri == ""  # so it is a sqlite file under home, on the PVC:
-    assert settings.prediction_log == f"sqlite:///{Path(STATE_MOUNT_PATH).resolve() / 'predictions.db'}"
-    assert settings.feedback_store == f"sqlite:///{Path(STATE_MOUNT_PATH).resolve() / 'feedback.db'}"
+    assert settings.prediction_log_uri == ""  # not in a plain variable: from the Secret (the next test)
     assert HEADER.count(settings.mlflow_tracking_uri) == HEADER.count(settings.vector_store_uri) == 1
+    assert f"Secret {DATABASE_SECRET} (key {DATABASE_SECRET_KEY})" in HEADER
+
+
+def test_the_predictor_logs_to_the_database_in_the_base_secret(monkeypatch: pytest.MonkeyPatch):
+    objects = deployed_objects(BASE)
+    isvc = obj_named(objects, "InferenceService", ServingDeployment().name)
+    secrets = {DATABASE_SECRET: secret_data(objects, DATABASE_SECRET)}
+    settings = pod_settings(isvc, monkeypatch, secrets)
+    assert settings.prediction_log_uri == secrets[DATABASE_SECRET][DATABASE_SECRET_KEY]
+    assert settings.prediction_log.startswith("postgresql+psycopg://ticketflow:")  # what the log and feedback use
 
 
 def test_uris_set_on_the_deployment_win_over_the_profile(monkeypatch: pytest.MonkeyPatch):
     uris = {
         "mlflow_tracking_uri": "http://mlflow.other:5000",
         "vector_store_uri": "http://chroma.other:8000",
-        "prediction_log_uri": "parquet:///var/lib/ticketflow/log",
+        "prediction_log_uri": "postgresql+psycopg://ticketflow@postgres.other:5432/ticketflow",
     }
     assert set(uris) == set(URI_FIELDS)
     isvc = build_inference_service(ServingDeployment(**uris))
@@ -702,7 +782,7 @@ def test_uris_set_on_the_deployment_win_over_the_profile(monkeypatch: pytest.Mon
     ]
     settings = pod_settings(isvc, monkeypatch)
     assert {field: getattr(settings, field) for field in uris} == uris
-    assert settings.home == STATE_MOUNT_PATH
+    assert "valueFrom" not in env_of(isvc)["TICKETFLOW_PREDICTION_LOG"]  # the explicit URL replaces the Secret's
 
 
 def test_probes_wait_for_the_model_and_use_the_v2_endpoints():
@@ -725,11 +805,9 @@ def test_resources_replicas_volume_and_metrics_annotations():
         "requests": {"cpu": "500m", "memory": "2Gi"},
         "limits": {"cpu": "2", "memory": "4Gi"},
     }
-    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 3)
-    assert container(isvc)["volumeMounts"] == [{"name": "prediction-log", "mountPath": STATE_MOUNT_PATH}]
-    assert predictor["volumes"] == [
-        {"name": "prediction-log", "persistentVolumeClaim": {"claimName": "ticketflow-prediction-log"}}
-    ]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 3)  # free: no state of their own
+    assert "volumeMounts" not in container(isvc)
+    assert "volumes" not in predictor
     assert predictor["annotations"] == {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": "8080",
@@ -891,7 +969,14 @@ def minikube() -> list[dict]:
 
 def test_every_service_resolves_to_one_deployment(minikube):
     services = [o for o in minikube if o["kind"] == "Service"]
-    assert {s["metadata"]["name"] for s in services} == {"mlflow", "chroma", "prometheus", "pushgateway", "grafana"}
+    assert {s["metadata"]["name"] for s in services} == {
+        "mlflow",
+        "chroma",
+        "postgres",
+        "prometheus",
+        "pushgateway",
+        "grafana",
+    }
     for service in services:
         for port in service["spec"]["ports"]:
             service_behind(f"{service['metadata']['name']}:{port['port']}", minikube)
@@ -963,14 +1048,20 @@ def test_our_servers_listen_where_their_service_sends_traffic(name, port, miniku
     assert deployment["spec"]["replicas"] == 1
 
 
-def test_mlflow_keeps_its_store_on_the_volume(minikube):
+def test_mlflow_keeps_artifacts_on_the_volume_and_runs_in_postgres(minikube):
+    from mlflow.cli import server as mlflow_server_command
+
     mlflow = obj_named(minikube, "Deployment", "mlflow")
     server = containers_of(mlflow)[0]
     [mount] = server["volumeMounts"]
-    for flag in ("--backend-store-uri", "--artifacts-destination"):
-        location = arg_value(server["args"], flag).removeprefix("sqlite:///")
-        assert Path(location).is_relative_to(mount["mountPath"]), flag
+    assert Path(arg_value(server["args"], "--artifacts-destination")).is_relative_to(mount["mountPath"])
     assert "--serve-artifacts" in server["args"]  # clients reach artifacts through the server, not the volume
+    # The backend store is the Secret's mlflow-url, in the variable `mlflow server` reads for --backend-store-uri
+    # (no argument: the URL holds a password, which a command line would show).
+    [option] = [p for p in mlflow_server_command.params if "--backend-store-uri" in p.opts]
+    assert not [arg for arg in server["args"] if arg.startswith("--backend-store-uri")]
+    env = {var["name"]: var for var in server["env"]}
+    assert env[option.envvar]["valueFrom"] == {"secretKeyRef": {"name": DATABASE_SECRET, "key": "mlflow-url"}}
 
 
 @pytest.fixture(scope="module")
@@ -1027,18 +1118,23 @@ def test_probes_hit_the_health_endpoint_on_the_served_port(name, path, minikube)
 
 def test_images_are_ours_or_pinned_official_ones():
     settings = ServingDeployment()
+    [postgres] = containers_of(obj_named(deployed_objects(BASE), "Deployment", "postgres"))
     for folder in KUSTOMIZATIONS:
         for obj in deployed_objects(folder):
             if obj["kind"] not in ("Deployment", "InferenceService"):
                 continue
-            for spec in containers_of(obj):
+            for spec in all_containers_of(obj):
                 name, _, tag = spec["image"].rpartition(":")
                 assert name and tag and tag != "latest" and "/" not in tag, (
                     f"{obj['metadata']['name']}: {spec['image']}"
                 )
-                if obj["metadata"]["name"] in ("mlflow", "chroma", settings.name) and folder in BASES:
+                if folder not in BASES:
+                    continue
+                if name == "postgres":  # the official image: the server, and pg_isready in MLflow's wait for it
+                    assert spec["image"] == postgres["image"]
+                elif obj["metadata"]["name"] in ("mlflow", "chroma", settings.name):
                     assert spec["image"] == settings.image  # one image: what `images:` in an overlay replaces
-                elif folder in BASES:
+                else:
                     assert name in ("prom/prometheus", "prom/pushgateway", "grafana/grafana"), spec["image"]
 
 
@@ -1067,7 +1163,7 @@ def test_pods_run_as_non_root_without_privileges_and_with_limits(folder: Path):
         pod = pod_spec(obj)
         assert pod["securityContext"]["runAsNonRoot"] is True, where
         assert pod["securityContext"]["runAsUser"] > 0, where  # numeric: runAsNonRoot cannot check a name
-        for spec in pod["containers"]:
+        for spec in all_containers_of(obj):
             assert spec["securityContext"]["allowPrivilegeEscalation"] is False, where
             assert spec["securityContext"]["capabilities"]["drop"] == ["ALL"], where
             resources = spec["resources"]
@@ -1102,12 +1198,15 @@ def test_what_pods_refer_to_exists(folder: Path):
         if "serviceAccountName" in pod:
             assert ("ServiceAccount", pod["serviceAccountName"]) in names
         volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
-        for spec in pod["containers"]:
+        for spec in all_containers_of(obj):
             for mount in spec.get("volumeMounts", []):
                 assert mount["name"] in volumes, f"{obj['metadata']['name']}: mounts unknown volume {mount['name']}"
             for var in spec.get("env", []):
-                secret = var.get("valueFrom", {}).get("secretKeyRef")
-                assert secret is None or secret["optional"] is True, "Secrets are created by hand: keep them optional"
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref is None or ref.get("optional") is True:  # optional ones are created by hand (the API token)
+                    continue
+                # A required Secret is deployed with the pod, and holds the key.
+                assert ref["key"] in secret_data(objects, ref["name"]), f"{obj['metadata']['name']}: {var['name']}"
         for volume in volumes.values():
             if "persistentVolumeClaim" in volume:
                 assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in names
@@ -1146,3 +1245,226 @@ def test_stateful_servers_never_run_two_pods_on_one_volume(minikube):
         if any(claims[claim]["spec"]["accessModes"] == ["ReadWriteOnce"] for claim in claimed):
             assert obj["spec"]["replicas"] == 1, obj["metadata"]["name"]
             assert obj["spec"]["strategy"]["type"] == "Recreate", obj["metadata"]["name"]
+
+
+# --- (h) the database: PostgreSQL, the Secret ticketflow-database, and who reads it ---------------------------
+
+POSTGRES_INIT_FOLDER = "/docker-entrypoint-initdb.d"  # where the official image looks for its init scripts
+POSTGRES_INIT_SCRIPT = "10-ticketflow.sh"
+DATABASES = {"url": "ticketflow", "mlflow-url": "mlflow"}  # the Secret's URL keys and the databases they name
+
+
+@pytest.fixture(scope="module")
+def base() -> list[dict]:
+    return deployed_objects(BASE)
+
+
+@pytest.mark.parametrize("folder", [BASE, *OVERLAYS], ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_the_predictor_keeps_no_state_and_reads_the_database_url_from_the_secret(folder: Path):
+    objects = deployed_objects(folder)
+    isvc = obj_named(objects, "InferenceService", ServingDeployment().name)
+    predictor = isvc["spec"]["predictor"]
+    assert "volumes" not in predictor and "volumeMounts" not in container(isvc)  # so replicas run on any node
+    ref = env_of(isvc)[DATABASE_URL_VARIABLE]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": DATABASE_SECRET, "key": DATABASE_SECRET_KEY}  # required: no Secret, no pod
+    assert ref["key"] in secret_data(objects, ref["name"])  # the Secret that PostgreSQL's manifest reads too
+    if folder == BASE:
+        assert predictor["maxReplicas"] > predictor["minReplicas"] >= 1
+
+
+def test_the_secret_urls_name_the_postgres_service_role_and_databases(base):
+    secret = secret_data(base, DATABASE_SECRET)
+    assert set(secret) == {"postgres-password", "password", *DATABASES}
+    for key, database in DATABASES.items():
+        url = make_url(secret[key])
+        assert url.drivername == "postgresql+psycopg"  # SQLAlchemy with psycopg 3, for ticketflow and MLflow
+        assert (url.username, url.password, url.database) == ("ticketflow", secret["password"], database)
+        _, deployment, server = service_behind(secret[key], base)
+        assert deployment["metadata"]["name"] == "postgres"
+        assert container_port(server, "postgres") == url.port == 5432
+    assert urlsplit(secret["url"]).hostname == f"postgres.{NAMESPACE}.svc.cluster.local"  # reachable from any namespace
+
+
+def test_postgres_takes_its_passwords_from_the_same_secret_and_keeps_data_on_its_volume(base):
+    postgres = obj_named(base, "Deployment", "postgres")
+    [server] = containers_of(postgres)
+    env = {variable["name"]: variable for variable in server["env"]}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": DATABASE_SECRET, "key": "postgres-password"}
+    }
+    assert env["APP_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": DATABASE_SECRET, "key": "password"}}
+    assert "POSTGRES_USER" not in env  # the superuser stays `postgres`: the role ticketflow is an ordinary one
+    mounts = {mount["name"]: mount["mountPath"] for mount in server["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod_spec(postgres)["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "postgres-data"
+    assert Path(env["PGDATA"]["value"]).parent == Path(mounts["data"])  # a folder in the volume, not its root
+    assert volumes["init"]["configMap"]["name"] == "postgres-init"
+    assert mounts["init"] == POSTGRES_INIT_FOLDER
+    assert volumes["init"]["configMap"]["defaultMode"] == 0o555  # executable: the entrypoint runs it
+    assert list(config_map_data(base, "postgres-init")) == [POSTGRES_INIT_SCRIPT]
+    assert pod_spec(postgres)["securityContext"]["runAsUser"] == 999  # the image's postgres user owns PGDATA
+
+
+def test_postgres_probes_ask_pg_isready_on_the_served_port(base):
+    service, _, server = service_behind("postgres:5432", base)
+    port = container_port(server, service["spec"]["ports"][0]["targetPort"])
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        command = server[kind]["exec"]["command"]
+        assert command[0] == "pg_isready", kind
+        # TCP, not the socket: the image's first start runs initdb on a server that listens on the socket only.
+        assert arg_value(command, "--host") == "127.0.0.1" and int(arg_value(command, "--port")) == port, kind
+    startup = server["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # initdb on a slow volume
+    assert server["lifecycle"]["preStop"]["exec"]["command"][:4] == ["pg_ctl", "stop", "--mode", "fast"]
+
+
+def test_mlflow_waits_for_postgres_before_it_starts(base):
+    [wait] = pod_spec(obj_named(base, "Deployment", "mlflow"))["initContainers"]
+    words = wait["command"][-1].split()
+    assert "pg_isready" in words
+    _, deployment, _ = service_behind(f"{arg_value(words, '--host')}:{arg_value(words, '--port')}", base)
+    assert deployment["metadata"]["name"] == "postgres"
+
+
+@pytest.fixture(scope="module")
+def password_checking_postgres(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this module's own that checks passwords (scram-sha-256) for every role but the
+    superuser, as the official image's server does. The session's server (its installation, and its skip or CI
+    failure when PostgreSQL is absent) is only borrowed for its binaries."""
+    server = PostgresServer(postgres_server.bin_dir).start()
+    try:
+        (server.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            f"host all {SERVICE_USER} 127.0.0.1/32 trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n",
+            encoding="utf-8",
+        )
+        with psycopg.connect(server.conninfo(), autocommit=True) as connection:
+            connection.execute("SELECT pg_reload_conf()")
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def empty_postgres(password_checking_postgres: PostgresServer) -> Iterator[PostgresServer]:
+    """The module's server, without the role and databases the init script creates (before and after the test)."""
+
+    def drop() -> None:
+        with psycopg.connect(password_checking_postgres.conninfo(), autocommit=True) as connection:
+            for database in DATABASES.values():
+                connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            connection.execute("DROP ROLE IF EXISTS ticketflow")
+
+    drop()
+    yield password_checking_postgres
+    drop()
+
+
+def run_init_script(server: PostgresServer, app_password: str) -> subprocess.CompletedProcess:
+    """Runs postgres-init's script as the image's entrypoint does after initdb: as the superuser, with
+    POSTGRES_USER and POSTGRES_DB set, and psql of the server's version on PATH (here over TCP, not the socket)."""
+    script = config_map_data(deployed_objects(BASE), "postgres-init")[POSTGRES_INIT_SCRIPT]
+    env = {
+        "PATH": f"{server.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "POSTGRES_USER": SERVICE_USER,
+        "POSTGRES_DB": "postgres",
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(server.port),
+        "APP_PASSWORD": app_password,
+    }
+    return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_init_script_creates_what_the_secret_urls_name(empty_postgres: PostgresServer):
+    """The placeholders of database.env agree: the role the script creates with `password` logs in with the URLs."""
+    from sqlalchemy import create_engine, exc, text
+
+    secret = secret_data(deployed_objects(BASE), DATABASE_SECRET)
+    result = run_init_script(empty_postgres, secret["password"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    for key, database in DATABASES.items():
+        engine = create_engine(make_url(secret[key]).set(host="127.0.0.1", port=empty_postgres.port))
+        try:
+            with engine.begin() as connection:
+                assert tuple(connection.execute(text("SELECT current_user, current_database()")).one()) == (
+                    "ticketflow",
+                    database,
+                )
+                connection.execute(
+                    text("CREATE TABLE migrations_may_create_tables (id integer)")
+                )  # it owns the database
+                assert (
+                    connection.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
+                    is False
+                )
+        finally:
+            engine.dispose()
+    wrong = make_url(secret["url"]).set(host="127.0.0.1", port=empty_postgres.port, password="not-the-password")
+    engine = create_engine(wrong)
+    with pytest.raises(exc.OperationalError, match="password authentication failed"), engine.connect():
+        pass
+    engine.dispose()
+
+
+def test_the_init_script_takes_any_password_and_refuses_none(empty_postgres: PostgresServer):
+    awkward = "it's \"quoted\"; DROP ROLE postgres; -- \\ $HOME :'x'"
+    result = run_init_script(empty_postgres, awkward)
+    assert result.returncode == 0, result.stdout + result.stderr
+    conninfo = {"host": "127.0.0.1", "port": empty_postgres.port, "user": "ticketflow", "dbname": "mlflow"}
+    with psycopg.connect(**conninfo, password=awkward) as connection:
+        assert connection.execute("SELECT current_user").fetchone() == ("ticketflow",)
+
+    with psycopg.connect(empty_postgres.conninfo(), autocommit=True) as connection:
+        for database in DATABASES.values():
+            connection.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+        connection.execute("DROP ROLE ticketflow")
+    result = run_init_script(empty_postgres, "")
+    assert result.returncode != 0
+    assert "the Secret ticketflow-database needs the key 'password'" in result.stderr
+    with psycopg.connect(empty_postgres.conninfo()) as connection:
+        assert connection.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'ticketflow'").fetchone() == (0,)
+
+
+def drift_platform_executors() -> dict[str, Any]:
+    """The committed drift pipeline's Kubernetes settings per executor, parsed strictly (kfp-kubernetes' proto)."""
+    from google.protobuf import json_format
+    from kfp.kubernetes import kubernetes_executor_config_pb2
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    pipeline, platform = load_docs(ROOT / "pipelines" / "drift.yaml")
+    json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec())
+    spec = json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+    executors = spec.platforms["kubernetes"].deployment_spec.executors
+    return {
+        name: json_format.ParseDict(
+            json_format.MessageToDict(config), kubernetes_executor_config_pb2.KubernetesExecutorConfig()
+        )
+        for name, config in executors.items()
+    }
+
+
+def test_the_drift_pipeline_reads_the_secret_of_manifests_kfp():
+    """The drift check and the retraining data read the log and feedback: both get the URL, from manifests/kfp."""
+    executors = drift_platform_executors()
+    assert set(executors) == {"exec-check-for-drift", "exec-assemble-retraining-data"}
+    kfp_secret = secret_data(deployed_objects(KFP), drift_pipeline_module.DATABASE_SECRET)
+    for name, config in executors.items():
+        [secret] = config.secret_as_env
+        assert secret.secret_name_parameter.runtime_value.constant.string_value == drift_pipeline_module.DATABASE_SECRET
+        assert secret.optional is False, name  # no Secret: the pod does not start, rather than read an empty log
+        [pair] = secret.key_to_env
+        assert (pair.secret_key, pair.env_var) == (drift_pipeline_module.DATABASE_SECRET_KEY, DATABASE_URL_VARIABLE)
+        assert pair.secret_key in kfp_secret
+    # Kubeflow's copy holds the same URL (only it: the passwords stay in ticketflow's namespace), under the name
+    # the predictor's Secret has.
+    assert kfp_secret == {"url": secret_data(deployed_objects(BASE), DATABASE_SECRET)["url"]}
+    assert drift_pipeline_module.DATABASE_SECRET == DATABASE_SECRET
+
+
+def test_manifests_kfp_goes_to_the_namespace_make_schedule_uses():
+    spec = kustomization(KFP)
+    assert spec["namespace"] == DriftSchedule().namespace == "kubeflow"
+    assert [o["kind"] for o in deployed_objects(KFP)] == ["Secret"]
+    for overlay in OVERLAYS:  # applied on its own: the predictor must not need Kubeflow installed
+        assert KFP not in {(overlay / entry).resolve() for entry in kustomization(overlay)["resources"]}

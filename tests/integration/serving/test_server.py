@@ -85,20 +85,6 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("serving-home")
-    proc = subprocess.run(
-        [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), "run"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return home
-
-
-@pytest.fixture(scope="module")
 def server(home: Path) -> Iterator[Server]:
     server = Server(home, TICKETFLOW_API_TOKEN=TOKEN)
     yield server
@@ -561,7 +547,7 @@ VAGUE_TICKETS = [
 
 
 def feedback_store(home: Path) -> FeedbackStore:
-    return FeedbackStore(f"sqlite:///{home / 'feedback.db'}")
+    return FeedbackStore(f"sqlite:///{home / 'predictions.db'}")
 
 
 def post_feedback(server: Server, body: object, token: str | None = TOKEN) -> requests.Response:

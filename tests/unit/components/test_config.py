@@ -56,8 +56,13 @@ READ = [
     ("challenger_alias", "TICKETFLOW_CHALLENGER_ALIAS", "candidate", "candidate"),
     ("image", "TICKETFLOW_IMAGE", "registry.example.com/ticketflow:1", None),
     ("git_commit", "TICKETFLOW_GIT_COMMIT", "0123abc", "0123abc"),
-    ("prediction_log_uri", "TICKETFLOW_PREDICTION_LOG", "parquet:///srv/log", "parquet:///srv/log"),
-    ("feedback_store_uri", "TICKETFLOW_FEEDBACK", "sqlite:///srv/feedback.db", "sqlite:///srv/feedback.db"),
+    (
+        "prediction_log_uri",
+        "TICKETFLOW_PREDICTION_LOG",
+        "postgresql+psycopg://u:p@db:5432/log",
+        "postgresql+psycopg://u:p@db:5432/log",
+    ),
+    ("log_buffer_records", "TICKETFLOW_LOG_BUFFER_RECORDS", "500", 500),
     ("log_retention_days", "TICKETFLOW_LOG_RETENTION_DAYS", "30", 30),
     ("mask_personal_data", "TICKETFLOW_MASK_PERSONAL_DATA", "false", False),
     ("max_text_chars", "TICKETFLOW_MAX_TEXT_CHARS", "1000", 1000),
@@ -100,7 +105,6 @@ def test_defaults_with_a_clean_environment(tmp_path: Path, monkeypatch: pytest.M
     assert cfg.tracking_uri == f"sqlite:///{home / 'mlflow.db'}"
     assert cfg.vector_store == str(home / "chroma")
     assert cfg.prediction_log == f"sqlite:///{home / 'predictions.db'}"
-    assert cfg.feedback_store == f"sqlite:///{home / 'feedback.db'}"
     assert cfg.artifact_root == (home / "mlartifacts").as_uri()
     assert list(tmp_path.iterdir()) == []  # properties only name places; nothing is created
 
@@ -387,3 +391,11 @@ def test_only_config_touches_the_environment() -> None:
     assert unexpected == [], "read settings through TicketflowConfig.from_env() (components/config.py)"
     stale = [file for file in KNOWN_OFFENDERS if file not in uses]
     assert stale == [], "these no longer touch the environment: remove them from KNOWN_OFFENDERS"
+
+
+def test_the_cluster_profile_needs_a_database_url_for_the_prediction_log() -> None:
+    cluster = TicketflowConfig(profile="cluster")
+    with pytest.raises(ValueError, match="TICKETFLOW_PREDICTION_LOG"):
+        cluster.prediction_log  # noqa: B018  # a file in one pod would be a log no other pod sees
+    url = "postgresql+psycopg://ticketflow:pw@postgres:5432/ticketflow"
+    assert TicketflowConfig(profile="cluster", prediction_log_uri=url).prediction_log == url

@@ -123,3 +123,34 @@ def test_drift_steps_keep_their_names_and_wrap_the_monitoring_logic(tmp_path: Pa
     for step in ("check-for-drift", "assemble-retraining-data"):
         command = " ".join(executors[f"exec-{step}"]["container"]["command"])
         assert "from ticketflow.monitoring." in command, step
+
+
+def test_drift_steps_that_read_the_database_get_its_url_from_a_secret(tmp_path: Path) -> None:
+    # On a cluster the log and feedback are in PostgreSQL; a pod in Kubeflow's namespace learns where from a Secret
+    # there (manifests/kfp). Exactly the two steps that read them get it; the drift YAML's second document says so.
+    from kfp.kubernetes import kubernetes_executor_config_pb2
+
+    from ticketflow.pipelines.drift import DATABASE_SECRET, DATABASE_SECRET_KEY
+
+    path = tmp_path / "drift.yaml"
+    compile_to(drift_pipeline, str(path))
+    pipeline, platform = yaml.safe_load_all(path.read_text())
+    json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    spec = json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec(), ignore_unknown_fields=False)
+    executors = spec.platforms["kubernetes"].deployment_spec.executors
+    assert set(executors) == {"exec-check-for-drift", "exec-assemble-retraining-data"}
+    for name, struct in executors.items():
+        config = json_format.ParseDict(
+            json_format.MessageToDict(struct),
+            kubernetes_executor_config_pb2.KubernetesExecutorConfig(),
+            ignore_unknown_fields=False,
+        )
+        [secret] = config.secret_as_env
+        assert secret.secret_name_parameter.runtime_value.constant.string_value == DATABASE_SECRET, name
+        assert secret.optional is False, name
+        assert [(pair.secret_key, pair.env_var) for pair in secret.key_to_env] == [
+            (DATABASE_SECRET_KEY, *TicketflowConfig.env_names("prediction_log_uri"))
+        ]
+    assert DATABASE_SECRET_KEY == "url" and TicketflowConfig.env_names("prediction_log_uri") == (
+        "TICKETFLOW_PREDICTION_LOG",
+    )

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import ROOT
 from ticketflow.serving.cli import add_serve_arguments, build_serve_parser
@@ -160,11 +163,41 @@ def test_the_module_refuses_an_unknown_option_before_loading_anything(tmp_path: 
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
-def test_nothing_to_serve_is_exit_1_with_the_reason(tmp_path: Path) -> None:
-    proc = run_module(["--port", "1", "--model-name", "no-such-model"], tmp_path)
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "error: nothing to serve: models:/no-such-model@champion" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_nothing_to_serve_keeps_the_server_up_not_ready_with_the_reason(tmp_path: Path) -> None:
+    """No champion is no reason to exit (a crash loop on a cluster): live, not ready, and it says why."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in (*SERVE_ENV, "MLFLOW_TRACKING_URI")}
+    env["TICKETFLOW_HOME"] = str(tmp_path)
+    argv = ["--port", str(port), "--model-name", "no-such-model", "--reload-interval", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ticketflow.serving", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    ready = None
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                ready = requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5)
+            except requests.ConnectionError:
+                ready = None
+            if ready is not None and "no_champion" in ready.text:
+                break
+            time.sleep(0.3)
+        assert proc.poll() is None, "the server exited"
+        assert requests.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=5).status_code == 200
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=60)[0]
+    assert ready is not None and ready.status_code == 503, output[-2000:]
+    assert "no_champion: NoChampionError: models:/no-such-model@champion" in ready.json()["error"]
+    assert "is not ready (no_champion)" in output and "Traceback" not in output
 
 
 def test_importing_the_cli_and_building_its_parser_stay_light() -> None:
