@@ -59,7 +59,7 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation /app \
     && rm -rf /app/build /app/*.egg-info
 
 # The cluster profile of components/config.py (state in /var/lib/ticketflow, the services of manifests/base):
-# Kubeflow runs pipeline pods in its own namespace, out of reach of the ticketflow-config ConfigMap, so the image
+# Kubeflow runs pipeline pods in its own namespace, out of reach of ConfigMaps and Secrets in the ticketflow namespace, so the image
 # selects it (pipeline parameters and pod env override single values). The addresses live in config.py only.
 ARG GIT_COMMIT=unknown
 ENV TICKETFLOW_PROFILE=cluster \

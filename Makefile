@@ -13,14 +13,43 @@ TICKETFLOW := $(VENV)/bin/ticketflow
 TORCH_INDEX_URL ?=
 HOST ?= 127.0.0.1
 PORT ?= 8080
-IMAGE ?= ticketflow:dev
 CONTAINER ?= docker
 OVERLAY ?= minikube
+OVERLAY_DIR = manifests/overlays/$(OVERLAY)
+# The one image every pipeline step and every container of ours runs. Its one home is the overlay's `images:`
+# entry (ticketflow.pipelines.image writes it; awk reads it here, so `make image` needs no .venv); IMAGE=… on any of
+# image, compile, deploy retags it: the overlay's entry is rewritten and the pipelines recompiled, together, e.g.
+# IMAGE=ticketflow:$(git rev-parse --short HEAD). Podman names a local build localhost/<name>:<tag>: a cluster
+# that takes images from podman knows it by that name.
+OVERLAY_IMAGE := $(shell awk '/^images:/ {on = 1; next} /^[^ \t\#-]/ {on = 0} \
+  on && $$1 == "newName:" {name = $$2} on && $$1 == "newTag:" {tag = ":" $$2} on && $$1 == "digest:" {tag = "@" $$2} \
+  END {if (name != "") print name tag}' $(OVERLAY_DIR)/kustomization.yaml 2>/dev/null)
+IMAGE ?= $(OVERLAY_IMAGE)
+# Recompiles (which rewrites the overlay's entry) when IMAGE is not the overlay's image.
+RETAG = $(if $(filter-out $(OVERLAY_IMAGE),$(IMAGE)),@+$(MAKE) --no-print-directory compile IMAGE="$(IMAGE)")
+KUBECTL ?= kubectl
+# How long `make deploy` waits for the cluster to answer before it gives up (kubectl may ask twice).
+CLUSTER_TIMEOUT ?= 5s
 DATA ?=
 OUT ?=
 VERSION ?=
 WINDOW_RECORDS ?=
+# make submit / make schedule: the cluster's KFP API (e.g. http://localhost:8080 through
+# `kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80`), the namespace of the runs (a multi-user Kubeflow:
+# the profile's; empty: kubeflow, which single-user KFP ignores), a bearer token (KFP_TOKEN, handed over on standard
+# input, never on a command line that `ps` shows; or KFP_TOKEN_FILE) and the service account of the runs' pods
+# (empty: KFP's default).
 KFP_HOST ?=
+KFP_NAMESPACE ?=
+KFP_TOKEN ?=
+KFP_TOKEN_FILE ?=
+KFP_SERVICE_ACCOUNT ?=
+export KFP_TOKEN
+KFP_ARGS = --host "$(KFP_HOST)" $(if $(KFP_NAMESPACE),--namespace "$(KFP_NAMESPACE)") \
+  $(if $(KFP_SERVICE_ACCOUNT),--service-account "$(KFP_SERVICE_ACCOUNT)") \
+  $(if $(KFP_TOKEN_FILE),--token-file "$(KFP_TOKEN_FILE)",$(if $(KFP_TOKEN),--token-file -))
+KFP_STDIN = $(if $(KFP_TOKEN_FILE),,$(if $(KFP_TOKEN),printf '%s' "$$KFP_TOKEN" | ))
+KFP_OPTIONS = [KFP_NAMESPACE=…] [KFP_TOKEN=… | KFP_TOKEN_FILE=…] [KFP_SERVICE_ACCOUNT=…]
 CRON ?=
 # make reset deletes the embedded default's state folder; FORCE=1 skips the question.
 STATE_DIR := .ticketflow
@@ -35,8 +64,8 @@ UPGRADE ?=
 # status still counts (pipefail).
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help install run predict promote rollback serve drift demo-drift schedule compile manifests image deploy \
-	lint bandit format test test-unit test-integration audit lock bench clean reset
+.PHONY: help install run predict promote rollback serve drift demo-drift submit schedule compile manifests image \
+	deploy lint bandit format test test-unit test-integration audit lock bench clean reset
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,24 +109,41 @@ drift: install ## one drift check on the embedded default (kfp.local); retrains 
 demo-drift: install ## the monitoring loop end to end: train, serve, replay, detect drift, label, retrain
 	@$(PY) -m ticketflow.pipelines.demo_drift
 
-schedule: install ## on a cluster: recurring drift check every 6 h (KFP_HOST=http://… [CRON="0 0 */6 * * *"])
-	@if [ -z "$(KFP_HOST)" ]; then echo "usage: make schedule KFP_HOST=http://<kfp api> [CRON='0 0 */6 * * *']" >&2; exit 2; fi
-	@$(PY) -m ticketflow.pipelines.schedule --host $(KFP_HOST) $(if $(CRON),--cron "$(CRON)")
+submit: install ## on a cluster: one training run of pipelines/training.yaml (KFP_HOST=http://… DATA=minio://…)
+	@if [ -z "$(KFP_HOST)" ] || [ -z "$(DATA)" ]; then \
+	  echo "usage: make submit KFP_HOST=http://<kfp api> DATA=minio://mlpipeline/tickets/export.csv $(KFP_OPTIONS)" >&2; \
+	  exit 2; fi
+	@$(KFP_STDIN)$(PY) -m ticketflow.pipelines.submit $(KFP_ARGS) --data "$(DATA)"
 
-compile: install ## write pipelines/training.yaml and pipelines/drift.yaml for the Kubeflow dashboard
-	@$(PY) -m ticketflow.pipelines.training
-	@$(PY) -m ticketflow.pipelines.drift
+schedule: install ## on a cluster: recurring drift check every 6 h, replacing the last (KFP_HOST=http://… [CRON=…])
+	@if [ -z "$(KFP_HOST)" ]; then \
+	  echo "usage: make schedule KFP_HOST=http://<kfp api> [CRON='0 0 */6 * * *'] $(KFP_OPTIONS)" >&2; exit 2; fi
+	@$(KFP_STDIN)$(PY) -m ticketflow.pipelines.schedule $(KFP_ARGS) $(if $(CRON),--cron "$(CRON)")
+
+compile: install ## write pipelines/training.yaml and drift.yaml naming IMAGE (default: the overlay's; IMAGE=… retags)
+	@$(PY) -m ticketflow.pipelines.image --overlay $(OVERLAY_DIR) set "$(IMAGE)"
+	@TICKETFLOW_IMAGE="$(IMAGE)" $(PY) -m ticketflow.pipelines.training
+	@TICKETFLOW_IMAGE="$(IMAGE)" $(PY) -m ticketflow.pipelines.drift
 
 manifests: install ## render the GENERATED manifests: base/inference-service.yaml, monitoring/config-maps.yaml
 	@$(PY) -m ticketflow.serving.inference_service
 	@$(PY) -m ticketflow.monitoring.cluster_manifests
 
 image: ## build the one image (every KFP component + the predictor): make image [IMAGE=…] [CONTAINER=podman]
+	@test -n "$(IMAGE)" || { echo "make image: $(OVERLAY_DIR)/kustomization.yaml names no image: IMAGE=…" >&2; exit 2; }
 	$(CONTAINER) build -t $(IMAGE) --build-arg GIT_COMMIT=$$(git rev-parse HEAD) \
 	  $(if $(TORCH_INDEX_URL),--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL)) .
+	$(RETAG)
 
-deploy: ## apply a kustomize overlay to the current kubectl context: make deploy [OVERLAY=minikube]
-	kubectl apply -k manifests/overlays/$(OVERLAY)
+deploy: ## apply a kustomize overlay to the current kubectl context: make deploy [OVERLAY=minikube] [IMAGE=…]
+	@command -v $(KUBECTL) >/dev/null || { echo "make deploy: $(KUBECTL) is not installed" >&2; exit 2; }
+	@why=$$($(KUBECTL) get --raw /version --request-timeout=$(CLUSTER_TIMEOUT) 2>&1 >/dev/null) || { \
+	  echo "make deploy: no Kubernetes cluster answers at kubectl's context" \
+	    "'$$($(KUBECTL) config current-context 2>/dev/null || echo '(none set)')' within $(CLUSTER_TIMEOUT):" \
+	    "start it (minikube start) or choose one (kubectl config use-context NAME)." >&2; \
+	  echo "  kubectl: $${why##*$$'\n'}" >&2; exit 1; }
+	$(RETAG)
+	$(KUBECTL) apply -k $(OVERLAY_DIR)
 
 lint: install ## ruff lint and format check
 	@$(VENV)/bin/ruff check .

@@ -18,7 +18,6 @@ the server, this process loads the model on its main thread and calls `answer` o
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -39,6 +38,7 @@ from benchmarks.common import (
     interleaved,
     measure,
     median,
+    merged_rows,
     output_arguments,
     output_paths,
     p99,
@@ -88,16 +88,7 @@ COUNTS = {
 
 def load_texts(path: Path) -> list[str]:
     """Distinct ticket texts (subject, body and tags, as the server merges them); malformed rows skipped."""
-    texts: dict[str, None] = {}
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if None in row:  # more fields than the header
-                continue
-            tags = (row.get("tags") or "").replace(";", " ").replace(",", " ")
-            text = " ".join(" ".join((row.get("subject") or "", row.get("body") or "", tags)).split())
-            if text:
-                texts[text] = None
-    return list(texts)
+    return list(dict.fromkeys(text for text, _ in merged_rows(path)))
 
 
 def window(texts: list[str], index: int, size: int, offset: int = 0) -> list[str]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
-import csv
 import shutil
 import tempfile
 import time
@@ -41,7 +40,18 @@ import pandas as pd
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from benchmarks.common import ROOT, figure, measure, median, output_arguments, output_paths, run_facts, save, say
+from benchmarks.common import (
+    ROOT,
+    figure,
+    measure,
+    median,
+    merged_rows,
+    output_arguments,
+    output_paths,
+    run_facts,
+    save,
+    say,
+)
 
 SAMPLE = ROOT / "data" / "sample_tickets.csv"
 ROWS, QUICK_ROWS = 1_000_000, 20_000
@@ -104,16 +114,11 @@ class Synthetic:
 
 def sample_tickets(path: Path) -> list[tuple[str, str, str]]:
     """(text, category, priority) of the sample's tickets, the text merged as the server merges it."""
-    tickets = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if None in row:  # more fields than the header
-                continue
-            tags = (row.get("tags") or "").replace(";", " ").replace(",", " ")
-            text = " ".join(" ".join((row.get("subject") or "", row.get("body") or "", tags)).split())
-            if text and row.get("category") and row.get("priority"):
-                tickets.append((text, row["category"], row["priority"]))
-    return tickets
+    return [
+        (text, row["category"], row["priority"])
+        for text, row in merged_rows(path)
+        if row.get("category") and row.get("priority")
+    ]
 
 
 def synthetic_log(size: int, now: datetime, seed: int = 0) -> Synthetic:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import datetime as dt
 import json
 import os
@@ -190,6 +191,25 @@ def figure(
         "goal": goal,
         "met": met,
     }
+
+
+def merged_rows(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """Each well-formed row of a ticket CSV with its text merged as the server merges it (subject, body, tags).
+
+    Args:
+        path: A CSV with `subject`, `body` and optionally `tags` columns (the bundled sample's shape).
+
+    Yields:
+        `(text, row)` for rows with a non-empty text; rows with more fields than the header are skipped.
+    """
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if None in row:  # more fields than the header
+                continue
+            tags = (row.get("tags") or "").replace(";", " ").replace(",", " ")
+            text = " ".join(" ".join((row.get("subject") or "", row.get("body") or "", tags)).split())
+            if text:
+                yield text, row
 
 
 def cpu_model() -> str:

@@ -16,8 +16,8 @@ URI set. `TicketflowConfig.from_env(**overrides)` is the one place the environme
   `home`, `.ticketflow`) or `cluster` (`PROFILES["cluster"]`: state in /var/lib/ticketflow, MLflow and ChromaDB
   at their Services in the `ticketflow` namespace). The image sets this single variable
   (`ENV TICKETFLOW_PROFILE=cluster` in the Dockerfile) instead of repeating addresses: Kubeflow runs pipeline
-  pods in its own namespace, out of reach of our ConfigMap, so the image must carry the choice. The
-  `ticketflow-config` ConfigMap and the InferenceService set the same variable; an explicit variable (say
+  pods in its own namespace, out of reach of our namespace's ConfigMaps, so the image must carry the choice. The
+  InferenceService sets the same variable; an explicit variable (say
   `MLFLOW_TRACKING_URI`) still wins over the profile. Tests check the manifests and the Dockerfile against
   `PROFILES`.
 - Child processes see settings only through the environment (kfp.local's SubprocessRunner starts each task
@@ -69,6 +69,9 @@ PROFILES: Mapping[str, Mapping[str, str]] = {
 # `ticketflow` namespace for the predictor, manifests/kfp in the KFP namespace for the drift pipeline's pods.
 CLUSTER_DATABASE_SECRET = "ticketflow-database"  # nosec B105  # a Secret's name, not a password
 CLUSTER_DATABASE_SECRET_KEY = "url"  # nosec B105
+# The Secret holding the predictor's bearer token on a cluster (manifests/base/api-token.env generates it).
+CLUSTER_API_TOKEN_SECRET = "ticketflow-api-token"  # nosec B105  # a Secret's name, not a password
+CLUSTER_API_TOKEN_SECRET_KEY = "token"  # nosec B105
 # Where the scheduled drift check pushes its scores (manifests/monitoring's Pushgateway): a pipeline parameter.
 CLUSTER_PUSHGATEWAY = f"pushgateway.{CLUSTER_NAMESPACE}.svc:9091"
 # Never logged as a run parameter.
@@ -114,6 +117,9 @@ class TicketflowConfig(BaseSettings):
         champion_alias: Alias of the served model.
         challenger_alias: Alias of the newest registered model.
         image: Container image that runs every component and the predictor on a cluster (read at compile time).
+            The default is what Minikube builds (`minikube image build -t ticketflow:dev .`); `make compile` sets
+            it from the kustomize overlay's `images:` entry, so the pipelines and the overlay name one image
+            (`ticketflow.pipelines.image`).
         git_commit: The code's git commit, set in the image at build time; empty means ask git.
         prediction_log_uri: The database of the prediction log and the agents' feedback, a SQLAlchemy URL:
             `sqlite:///file.db` or `postgresql+psycopg://user:password@host:5432/db`; empty means a sqlite file
@@ -174,7 +180,7 @@ class TicketflowConfig(BaseSettings):
     registered_model_name: str = Field("ticket-classifier", min_length=1)
     champion_alias: str = Field("champion", min_length=1)
     challenger_alias: str = Field("challenger", min_length=1)
-    image: str = Field("ghcr.io/ticketflow/ticketflow:0.1.0", min_length=1)
+    image: str = Field("ticketflow:dev", min_length=1)
     git_commit: str = ""
     prediction_log_uri: str = ""
     log_buffer_records: int = Field(10_000, ge=1)

@@ -33,6 +33,9 @@ RESOLUTION_NAMES = ("answer", "resolution", "response", "reply", "solution")
 SOURCE_ROW = "source_row"
 REJECT_REASON = "reject_reason"
 TICKET_ID = "ticket_id"
+# The metadata key of a KFP artifact that names its file's format ("csv", "jsonl", "parquet"): a file another step
+# writes is named after its output, without a suffix (the retraining data), while an imported export keeps its own.
+FILE_FORMAT_KEY = "format"
 
 
 class TicketDataError(ValueError):
@@ -222,12 +225,14 @@ def _read_json_array(text: str, path: Path) -> tuple[pd.DataFrame, list[dict[str
     return pd.DataFrame.from_records(records), malformed
 
 
-def read_tickets(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_tickets(path: str | Path, file_format: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reads a CSV, JSON-lines or Parquet export.
 
     Args:
         path: The file; its suffix picks the format (.csv, .jsonl/.json/.ndjson — JSON lines or one JSON array
             of objects —, .parquet/.pq).
+        file_format: The format when the suffix does not say it, as a suffix without its dot (e.g. "parquet");
+            empty means the suffix.
 
     Returns:
         The rows that parsed (with `source_row`) and the lines that did not (with `reject_reason`, `raw`).
@@ -239,7 +244,7 @@ def read_tickets(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ticket export not found: {path}")
-    suffix = path.suffix.lower()
+    suffix = f".{file_format.lower().lstrip('.')}" if file_format else path.suffix.lower()
     if suffix in (".csv", ".txt"):
         frame, malformed = _read_csv(path)
     elif suffix in (".jsonl", ".json", ".ndjson"):
@@ -374,18 +379,20 @@ def validate_tickets(
     return IngestResult(valid, rejected, mapping, report)
 
 
-def ingest_tickets(path: str | Path, cfg: TicketflowConfig) -> IngestResult:
+def ingest_tickets(path: str | Path, cfg: TicketflowConfig, file_format: str = "", source: str = "") -> IngestResult:
     """Reads and validates a ticket export (the whole ingest step).
 
     Args:
         path: CSV, JSON-lines or Parquet file.
         cfg: Configuration.
+        file_format: The format when the file's suffix does not say it (see `read_tickets`).
+        source: Where the export came from, for the report (e.g. its object-store URI); empty means `path`.
 
     Returns:
         Valid tickets, rejected rows and the report.
     """
-    frame, malformed = read_tickets(path)
-    return validate_tickets(frame, malformed, cfg, source=str(path))
+    frame, malformed = read_tickets(path, file_format)
+    return validate_tickets(frame, malformed, cfg, source=source or str(path))
 
 
 def load_mapping(report_path: str | Path) -> ColumnMapping:

@@ -3,9 +3,11 @@
 Each wrapper turns artifact paths into in-memory objects, calls the step's logic from `ticketflow.components.*`
 and writes the results back. The logic is imported inside each body because a lightweight component ships only
 its function's source; the image named by `base_image` (our Dockerfile's) contains the project. The drift
-steps' wrappers live one floor up, in `ticketflow.monitoring.kfp`, and share `component` from here.
-(No `from __future__ import annotations` here: KFP reads the annotations at decoration time.)
+steps' wrappers live one floor up, in `ticketflow.monitoring.kfp`, and share `component` and the pod sizes
+from here. (No `from __future__ import annotations` here: KFP reads the annotations at decoration time.)
 """
+
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
@@ -17,9 +19,54 @@ BASE_IMAGE = TicketflowConfig.from_env().image
 component = dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 
 
+class StepResources(NamedTuple):
+    """What a step's pod asks the scheduler for (requests) and may not exceed (limits), as Kubernetes quantities.
+
+    Attributes:
+        cpu_request: CPUs reserved for the pod, e.g. "500m".
+        cpu_limit: CPUs the pod is throttled to.
+        memory_request: Memory reserved for the pod, e.g. "2Gi".
+        memory_limit: Memory past which the pod is OOM-killed.
+    """
+
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+
+# Sized for a small Minikube (2 CPUs, 8 GiB shared with Kubeflow and our services), where a run's pods come one at
+# a time. Requests reserve what a step needs, so that the scheduler waits for room instead of the kernel killing a
+# step half-way; limits leave headroom for exports larger than the bundled sample. Peak memory of each step on the
+# sample (kfp.local, the integration tests): ingest 150 MiB, prepare 230, train 240, evaluate 265, assembling the
+# retraining data 350, register 375; the two steps that load the sentence-transformers model (PyTorch) 870 (embed)
+# and 1200 (the drift check).
+LIGHT_STEP = StepResources(cpu_request="250m", cpu_limit="1", memory_request="512Mi", memory_limit="1Gi")
+MODEL_STEP = StepResources(cpu_request="500m", cpu_limit="2", memory_request="1Gi", memory_limit="2Gi")
+TORCH_STEP = StepResources(cpu_request="500m", cpu_limit="2", memory_request="2Gi", memory_limit="3Gi")
+
+
+def sized(task: dsl.PipelineTask, resources: StepResources) -> dsl.PipelineTask:
+    """Sets a container task's CPU and memory requests and limits (kfp.local ignores them).
+
+    Args:
+        task: A task of a lightweight component (not a nested pipeline: those have no container).
+        resources: Its pod's size, e.g. `TORCH_STEP`.
+
+    Returns:
+        The task.
+    """
+    return (
+        task.set_cpu_request(resources.cpu_request)
+        .set_cpu_limit(resources.cpu_limit)
+        .set_memory_request(resources.memory_request)
+        .set_memory_limit(resources.memory_limit)
+    )
+
+
 @component
 def ingest_tickets(
-    data_path: str,
+    raw_tickets: Input[Dataset],
     text_columns: str,
     category_column: str,
     priority_column: str,
@@ -33,7 +80,8 @@ def ingest_tickets(
     """Reads a ticket export (CSV, JSON lines or Parquet), validates it and keeps bad rows aside.
 
     Args:
-        data_path: Path of the ticket export.
+        raw_tickets: The ticket export (CSV, JSON lines or Parquet): its file suffix names the format, else its
+            `format` metadata (an artifact written by another step has no suffix).
         text_columns: Comma-separated text columns merged into the model's text; empty means auto-detect.
         category_column: Category/queue label column; empty means auto-detect.
         priority_column: Priority label column; empty means auto-detect, "none" disables it.
@@ -47,6 +95,7 @@ def ingest_tickets(
     import logging
 
     from ticketflow.components.config import TicketflowConfig
+    from ticketflow.components.ingest import FILE_FORMAT_KEY
     from ticketflow.components.ingest import ingest_tickets as run_ingest
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -58,7 +107,8 @@ def ingest_tickets(
         id_column=id_column,
         min_class_examples=min_class_examples,
     )
-    result = run_ingest(data_path, cfg)
+    file_format = raw_tickets.metadata.get(FILE_FORMAT_KEY, "")
+    result = run_ingest(raw_tickets.path, cfg, file_format=file_format, source=raw_tickets.uri)
     result.tickets.to_parquet(tickets.path, index=False)
     result.rejected.astype(str).to_csv(rejected_rows.path, index=False)
     with open(ingest_report.path, "w") as f:

@@ -1,13 +1,15 @@
-"""Thin KFP v2 wrappers of the drift steps: check for drift, read the verdict, assemble data, count retraining runs.
+"""Thin KFP v2 wrappers of the drift steps: check for drift, assemble the retraining data, count retraining runs.
 
-The drift pipeline (`ticketflow.pipelines.drift`) chains them and, on drift, runs the training pipeline on
-the assembled data, with `count_retrain_run` as the exit task of those retraining steps. As with the training
-steps' wrappers (`ticketflow.components.kfp`, whose `component` decorator and base image these share), each
-body imports its logic because a lightweight component ships only its function's source. (No
+The drift pipeline (`ticketflow.pipelines.drift`) branches on the check's typed `bool` output and, on drift,
+runs the training steps (`ticketflow.pipelines.training.training_from_dataset`) on the assembled data, which
+goes from step to step as a `Dataset` artifact, never as a path: each step is a pod of its own, and KFP moves
+artifacts between them through its object store. `count_retrain_run` is the exit task of those retraining steps.
+As with the training steps' wrappers (`ticketflow.components.kfp`, whose `component` decorator and base image
+these share), each body imports its logic because a lightweight component ships only its function's source. (No
 `from __future__ import annotations` here: KFP reads the annotations at decoration time.)
 """
 
-from kfp.dsl import HTML, Artifact, Metrics, Output, PipelineTaskFinalStatus
+from kfp.dsl import HTML, Dataset, Metrics, Output, OutputPath, PipelineTaskFinalStatus
 
 from ticketflow.components.kfp import component
 
@@ -22,10 +24,12 @@ def check_for_drift(
     embedding_quantile: float,
     confidence_drop: float,
     pushgateway: str,
+    mlflow_tracking_uri: str,
+    vector_store_uri: str,
     report: Output[HTML],
-    summary: Output[Artifact],
     drift_metrics: Output[Metrics],
-) -> str:
+    summary: OutputPath(str),
+) -> bool:
     """Compares a window of served tickets with the champion's training reference (Evidently).
 
     Args:
@@ -37,12 +41,15 @@ def check_for_drift(
         embedding_quantile: Bootstrap quantile, 0–1, the embedding distance must exceed.
         confidence_drop: Drop of the mean confidence, 0–1, that counts as drift.
         pushgateway: Prometheus Pushgateway host:port; empty writes a text file under the state folder.
+        mlflow_tracking_uri: MLflow tracking URI (the champion and its reference); empty means the configured default.
+        vector_store_uri: ChromaDB folder or http://host:port (cached vectors); empty means the configured default.
         report: HTML drift report (summary, per-queue attribution, Evidently's report).
-        summary: The verdict as JSON.
         drift_metrics: Per-signal scores and the verdict.
+        summary: The verdict as JSON: drift_detected, per-signal scores and thresholds, per-queue attribution,
+            window, live accuracy.
 
     Returns:
-        The verdict as JSON: drift_detected, per-signal scores and thresholds, per-queue attribution, window.
+        Whether drift was detected (the condition of the retraining branch).
     """
     import json
     import logging
@@ -59,59 +66,38 @@ def check_for_drift(
         confidence_drop=confidence_drop,
         min_tickets=min_tickets,
     )
-    cfg = TicketflowConfig.from_env()
+    cfg = TicketflowConfig.from_env(mlflow_tracking_uri=mlflow_tracking_uri, vector_store_uri=vector_store_uri)
     result, page = run_drift_check(cfg, window_hours, window_records, thresholds)
     with open(report.path, "w", encoding="utf-8") as f:
         f.write(page)
-    text = json.dumps(result.to_dict())
-    with open(summary.path, "w") as f:
-        f.write(text)
+    with open(summary, "w", encoding="utf-8") as f:
+        f.write(json.dumps(result.to_dict()))
     drift_metrics.log_metric("drift_detected", int(result.drift_detected))
     for signal, values in result.scores.items():
         drift_metrics.log_metric(f"{signal}_score", float(values["score"]))
     export_drift_metrics(result, cfg.home, pushgateway)
-    return text
+    return bool(result.drift_detected)
 
 
 @component
-def read_drift_verdict(summary_json: str) -> bool:
-    """Reads the verdict out of the drift check's summary (the retraining branch's condition).
-
-    Args:
-        summary_json: The drift check's JSON summary.
-
-    Returns:
-        Whether drift was detected.
-    """
-    import json
-
-    return bool(json.loads(summary_json)["drift_detected"])
-
-
-@component
-def assemble_retraining_data(data_dir: str) -> str:
+def assemble_retraining_data(mlflow_tracking_uri: str, retraining_data: Output[Dataset]):
     """Writes the retraining data: the champion's training data plus the tickets agents corrected.
 
     Args:
-        data_dir: Folder (shared with the training steps) to write the data into; empty means the state folder.
-
-    Returns:
-        Path of the Parquet file the nested training pipeline reads.
+        mlflow_tracking_uri: MLflow tracking URI (the champion and its data); empty means the configured default.
+        retraining_data: The tickets to retrain on (Parquet, named in its `format` metadata: the file has no
+            suffix), with the row counts in its metadata.
     """
     import logging
-    import time
-    from pathlib import Path
 
     from ticketflow.components.config import TicketflowConfig
+    from ticketflow.components.ingest import FILE_FORMAT_KEY
     from ticketflow.monitoring.retraining import assemble_retraining_data as assemble
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = TicketflowConfig.from_env()
-    folder = Path(data_dir or Path(cfg.home) / "retraining")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"retraining-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
-    assemble(cfg, str(path))
-    return str(path)
+    counts = assemble(TicketflowConfig.from_env(mlflow_tracking_uri=mlflow_tracking_uri), retraining_data.path)
+    retraining_data.metadata.update(counts)
+    retraining_data.metadata[FILE_FORMAT_KEY] = "parquet"
 
 
 @component

@@ -68,7 +68,7 @@ def run_training(args: argparse.Namespace) -> dict[str, object]:
     if not data.is_file():
         raise FileNotFoundError(f"DATA file not found: {args.data}")
     params = {
-        "data_path": str(data),
+        "data_uri": str(data),  # kfp.local's importer takes a local path as the artifact's URI
         "text_columns": args.text_columns,
         "category_column": args.category_column,
         "priority_column": args.priority_column,
@@ -230,7 +230,12 @@ def cmd_drift(args: argparse.Namespace) -> None:
 
     cfg = _use_home(args)
     champion_before, versions_before = _registry_state(cfg)
-    params = {"window_hours": args.window_hours, "window_records": args.window_records, "min_tickets": args.min_tickets}
+    params = {
+        "window_hours": args.window_hours,
+        "window_records": args.window_records,
+        "min_tickets": args.min_tickets,
+        "pushgateway": "",  # the compiled default is the cluster's Pushgateway; here the metrics go to <home>/metrics
+    }
     run = run_pipeline(
         drift_pipeline, {k: v for k, v in params.items() if v is not None}, _runs_folder(cfg), args.verbose
     )

@@ -33,6 +33,12 @@ RUN_NAME = r"[^/\s\"']+-\d{4}(?:-\d{2}){5}-\d{6}"
 # SubprocessRunner warns for every task whose base_image does not contain "python". Ours is the project's own
 # image, and locally the steps run in this very environment, which holds the same pinned packages.
 NON_PYTHON_IMAGE_WARNING = "You may be attemping to run a task that uses custom or non-Python base image"
+# kfp.local warns for every task that states CPU or memory requests and limits. Those size the pods on a cluster;
+# locally every step is a process of this machine. Other settings it ignores still warn.
+POD_RESOURCES_WARNING = (
+    r"Task '[^']+': settings \[(?:'(?:cpu|memory)_(?:request|limit)'(?:, )?)+\] have no effect in the current "
+    r"local runner"
+)
 TAIL_LINES = 15
 
 
@@ -229,6 +235,7 @@ def init_local_runner(pipeline_root: Path) -> None:
 
     pipeline_root.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore", message=re.escape(NON_PYTHON_IMAGE_WARNING), category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message=POD_RESOURCES_WARNING, category=UserWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
 
 

@@ -1,24 +1,42 @@
 """`make schedule`: a Kubeflow Pipelines recurring run of the drift pipeline (every 6 hours by default).
 
-    python -m ticketflow.pipelines.schedule --host http://localhost:8080 [--cron "0 0 */6 * * *"] [--namespace kubeflow]
+    python -m ticketflow.pipelines.schedule --host http://localhost:8080 [--cron "0 0 */6 * * *"]
+        [--namespace kubeflow-user-example-com] [--token-file -] [--service-account SA]
 
 KFP's cron has six fields, seconds first. Caching is switched off for the whole run: every run reads new
 traffic and the live registry, and a cached drift verdict would silently repeat the first one.
+
+Running it again replaces the recurring run of the same name in the experiment instead of adding a second one
+(two would run every check twice and race for the same retrain): the new one is created first, then the old ones
+are deleted, so a refused request leaves the schedule that was there. Host, namespace and token are those of
+`ticketflow.pipelines.kfp_api` (a multi-user Kubeflow needs the last two); the service account is the one the
+runs' pods use (empty: KFP's default, `pipeline-runner` on a standalone install, `default-editor` in a profile
+namespace).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ticketflow.components.config import CLUSTER_PUSHGATEWAY
+from ticketflow.pipelines.kfp_api import (
+    DEFAULT_NAMESPACE,
+    add_connection_arguments,
+    cluster_errors,
+    connect,
+    connection_from,
+    describe_error,
+)
 
 DEFAULT_CRON = "0 0 */6 * * *"  # second minute hour day-of-month month day-of-week: every 6 hours
 _CRON_FIELD = r"(\*|\?|[0-9A-Za-z,\-*/]+)"
 _SIX_FIELDS = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{5}}$")
+_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -28,10 +46,11 @@ class DriftSchedule:
     Attributes:
         cron: KFP six-field cron expression (seconds first).
         experiment: KFP experiment the runs are filed under.
-        job_name: Name of the recurring run.
+        job_name: Name of the recurring run; one of that name lives in the experiment.
         pipeline_package: Compiled drift pipeline (from `make compile`).
         params: Pipeline parameters (e.g. pushgateway, window_hours).
-        namespace: Kubeflow namespace (multi-user installs: the profile's).
+        namespace: Kubeflow namespace (multi-user installs: the profile's; single-user KFP ignores it).
+        service_account: Kubernetes service account of the runs' pods; empty means KFP's default.
     """
 
     cron: str = DEFAULT_CRON
@@ -39,7 +58,8 @@ class DriftSchedule:
     job_name: str = "ticketflow-drift-check"
     pipeline_package: str = "pipelines/drift.yaml"
     params: dict[str, object] = field(default_factory=lambda: {"window_hours": 6.0, "pushgateway": CLUSTER_PUSHGATEWAY})
-    namespace: str = "kubeflow"
+    namespace: str = DEFAULT_NAMESPACE
+    service_account: str = ""
 
     def validate(self) -> None:
         """Raises ValueError for a cron that is not KFP's six-field form or a missing pipeline file."""
@@ -49,19 +69,64 @@ class DriftSchedule:
             raise ValueError(f"{self.pipeline_package} not found: run `make compile` first")
 
 
-def create_schedule(client, schedule: DriftSchedule):
-    """Creates (or reuses) the experiment and the recurring run.
+@dataclass(frozen=True)
+class ScheduledDriftCheck:
+    """What `create_schedule` did.
+
+    Attributes:
+        recurring_run_id: The recurring run created.
+        experiment_id: Its experiment.
+        replaced: Ids of the recurring runs of the same name it deleted.
+    """
+
+    recurring_run_id: str
+    experiment_id: str
+    replaced: tuple[str, ...] = ()
+
+
+def name_filter(name: str) -> str:
+    """The KFP list filter (a JSON `Filter` message, backend/api/v2beta1/filter.proto) for `display_name == name`."""
+    return json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": name}]})
+
+
+def recurring_runs_named(client, experiment_id: str, name: str) -> list[str]:
+    """Ids of the experiment's recurring runs called `name`, every page of them.
+
+    Args:
+        client: A `kfp.Client`.
+        experiment_id: The experiment to look in.
+        name: The recurring run's display name.
+
+    Returns:
+        Their ids, oldest page first.
+    """
+    ids: list[str] = []
+    next_page = ""
+    while True:
+        page = client.list_recurring_runs(
+            experiment_id=experiment_id, page_token=next_page, page_size=_PAGE_SIZE, filter=name_filter(name)
+        )
+        # The server filters; checking again keeps a server that ignores the filter from costing other runs.
+        ids += [run.recurring_run_id for run in page.recurring_runs or [] if run.display_name == name]
+        next_page = page.next_page_token or ""
+        if not next_page:
+            return ids
+
+
+def create_schedule(client, schedule: DriftSchedule) -> ScheduledDriftCheck:
+    """Creates (or reuses) the experiment and puts the recurring run in place of any of the same name.
 
     Args:
         client: A `kfp.Client` connected to the Kubeflow Pipelines API.
         schedule: What to schedule.
 
     Returns:
-        The recurring run the API created.
+        The recurring run created and the ones it replaced.
     """
     schedule.validate()
     experiment = client.create_experiment(name=schedule.experiment, namespace=schedule.namespace)
-    return client.create_recurring_run(
+    previous = recurring_runs_named(client, experiment.experiment_id, schedule.job_name)
+    created = client.create_recurring_run(
         experiment_id=experiment.experiment_id,
         job_name=schedule.job_name,
         description="Evidently drift check of served tickets; retrains behind the quality gate on drift.",
@@ -71,35 +136,51 @@ def create_schedule(client, schedule: DriftSchedule):
         params=schedule.params,
         pipeline_package_path=schedule.pipeline_package,
         enable_caching=False,
+        service_account=schedule.service_account or None,
+    )
+    for recurring_run_id in previous:
+        client.delete_recurring_run(recurring_run_id)
+    return ScheduledDriftCheck(
+        recurring_run_id=created.recurring_run_id, experiment_id=experiment.experiment_id, replaced=tuple(previous)
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options."""
     parser = argparse.ArgumentParser(
         prog="python -m ticketflow.pipelines.schedule", description=__doc__.split("\n\n")[0]
     )
     defaults = DriftSchedule()
-    parser.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. http://localhost:8080")
+    add_connection_arguments(parser)
     parser.add_argument("--cron", default=defaults.cron, help="six-field cron, seconds first (default: %(default)s)")
-    parser.add_argument("--namespace", default=defaults.namespace, help="Kubeflow namespace (default: %(default)s)")
+    parser.add_argument("--service-account", default="", help="service account of the runs' pods (default: KFP's own)")
     parser.add_argument(
         "--pushgateway",
         default=defaults.params["pushgateway"],
         help="Pushgateway host:port the drift check pushes to (default: %(default)s)",
     )
-    args = parser.parse_args(argv)
-    import kfp
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
     schedule = DriftSchedule(
-        cron=args.cron, namespace=args.namespace, params={**defaults.params, "pushgateway": args.pushgateway}
+        cron=args.cron,
+        namespace=args.namespace,
+        service_account=args.service_account,
+        params={**DriftSchedule().params, "pushgateway": args.pushgateway},
     )
     try:
-        run = create_schedule(kfp.Client(host=args.host, namespace=args.namespace), schedule)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        schedule.validate()  # before any request
+        connection = connection_from(args)
+        result = create_schedule(connect(connection), schedule)
+    except cluster_errors() as exc:
+        print(f"error: {describe_error(exc, args.host)}", file=sys.stderr)
         return 1
-    print(f"recurring run {getattr(run, 'recurring_run_id', run)} created: {schedule.cron}")
+    replaced = f", replacing {', '.join(result.replaced)}" if result.replaced else ""
+    url = connection.recurring_run_url(result.recurring_run_id)
+    print(f"recurring run {result.recurring_run_id} ({schedule.cron}){replaced}: {url}")
     return 0
 
 

@@ -6,6 +6,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -19,13 +20,17 @@ IT_SERVICE = SHARED_DATA / "it_service_tickets" / "tickets.csv"
 CUSTOMER_SUPPORT = SHARED_DATA / "customer_support_tickets" / "tickets.csv"
 
 
+def missing(message: str) -> NoReturn:
+    """Skips the test for something this machine lacks; fails it under CI (`CI=true`), which always has it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"under CI: {message}")
+    pytest.skip(message)
+
+
 def shared_file(path: Path) -> Path:
     """Returns a file of ../shared/data; skips when absent, fails under CI (where it is always there)."""
     if not path.is_file():
-        message = f"{path} is absent (real ticket data lives in ../shared/data beside the checkout)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"under CI: {message}")
-        pytest.skip(message)
+        missing(f"{path} is absent (real ticket data lives in ../shared/data beside the checkout)")
     return path
 
 
@@ -79,10 +84,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     """
     bin_dir = find_postgres_bin()
     if bin_dir is None:
-        message = "PostgreSQL is not installed (Debian package `postgresql`: initdb and pg_ctl in /usr/lib/postgresql)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"under CI: {message}")
-        pytest.skip(message)
+        missing("PostgreSQL is not installed (Debian package `postgresql`: initdb and pg_ctl in /usr/lib/postgresql)")
     server = PostgresServer(bin_dir)
     try:
         server.start()

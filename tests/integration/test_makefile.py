@@ -9,16 +9,21 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
+from ticketflow.pipelines.image import overlay_image, set_overlay_image
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
 CLI = ".venv/bin/ticketflow"
+OVERLAY = "manifests/overlays/minikube"
 
 
 def dry_run(*make_args: str) -> str:
@@ -153,3 +158,104 @@ def test_reset_without_state_has_nothing_to_do(tmp_path: Path) -> None:
     result = make(tmp_path, "reset", stdin=subprocess.DEVNULL, capture_output=True)
     assert result.returncode == 0
     assert "nothing to reset" in result.stdout
+
+
+# --- the one image, the cluster commands ----------------------------------------------------------------------------
+
+
+def recipe_lines(*make_args: str) -> list[str]:
+    """The lines `make -n` prints (a recursive $(MAKE) line runs, dry, and prints its own)."""
+    return dry_run(*make_args).splitlines()
+
+
+def test_image_builds_the_overlays_image_and_retags_nothing() -> None:
+    lines = recipe_lines("image")
+    build = next(line for line in lines if " build -t " in line)
+    assert build.split()[:4] == ["docker", "build", "-t", overlay_image(ROOT / OVERLAY)]
+    assert not any("ticketflow.pipelines.image" in line for line in lines)
+
+
+@pytest.mark.parametrize("target", ["image", "compile", "deploy"])
+def test_another_image_retags_the_overlay_and_the_pipelines_together(target: str) -> None:
+    image = "registry.example.com:5000/team/ticketflow:abc1234"
+    lines = recipe_lines(target, f"IMAGE={image}")
+    setter = [shlex.split(line) for line in lines if "ticketflow.pipelines.image" in line]
+    assert setter == [[".venv/bin/python", "-m", "ticketflow.pipelines.image", "--overlay", OVERLAY, "set", image]]
+    compiles = [shlex.split(line) for line in lines if "-m ticketflow.pipelines." in line and "image" not in line]
+    assert [args[-1] for args in compiles] == ["ticketflow.pipelines.training", "ticketflow.pipelines.drift"]
+    assert all(args[0] == f"TICKETFLOW_IMAGE={image}" for args in compiles)
+    if target == "image":
+        assert any(f"build -t {image} " in line for line in lines)
+
+
+def test_the_makefile_reads_back_what_the_image_setter_writes(tmp_path: Path) -> None:
+    # awk reads the overlay (make image needs no .venv); ticketflow.pipelines.image writes it.
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    overlay = tmp_path / OVERLAY
+    shutil.copytree(ROOT / OVERLAY, overlay)
+    digest = "sha256:" + "0123456789abcdef" * 4
+    images = ["ticketflow:dev", "localhost/ticketflow:dev", "registry.example.com:5000/t/ticketflow:1.2"]
+    for image in [*images, f"ghcr.io/ticketflow/ticketflow@{digest}"]:
+        set_overlay_image(image, overlay)
+        printed = make(tmp_path, "-n", "image", capture_output=True).stdout
+        assert f"build -t {image} " in printed, printed
+        assert "compile" not in printed
+
+
+def test_cluster_options_reach_the_commands_and_the_token_stays_off_every_command_line() -> None:
+    token = "eyJ-secret-token"
+    options = ["KFP_HOST=http://localhost:8080", "KFP_NAMESPACE=kubeflow-user-example-com", f"KFP_TOKEN={token}"]
+    options.append("KFP_SERVICE_ACCOUNT=default-editor")
+    for target, module, extra in [
+        ("schedule", "ticketflow.pipelines.schedule", ["CRON=0 0 */3 * * *"]),
+        ("submit", "ticketflow.pipelines.submit", ["DATA=minio://mlpipeline/tickets/export.csv"]),
+    ]:
+        printed = dry_run(target, *options, *extra)
+        assert token not in printed
+        (line,) = [line for line in printed.splitlines() if f"-m {module}" in line]
+        assert line.startswith("""printf '%s' "$KFP_TOKEN" | """)  # the shell expands it: no argv holds it
+        args = shlex.split(line.split("| ", 1)[1])
+        assert args[args.index("--host") + 1] == "http://localhost:8080"
+        assert args[args.index("--namespace") + 1] == "kubeflow-user-example-com"
+        assert args[args.index("--service-account") + 1] == "default-editor"
+        assert args[args.index("--token-file") + 1] == "-"
+        if target == "schedule":
+            assert args[args.index("--cron") + 1] == "0 0 */3 * * *"
+        else:
+            assert args[args.index("--data") + 1] == "minio://mlpipeline/tickets/export.csv"
+    args = shlex.split(
+        next(
+            line
+            for line in dry_run("submit", "KFP_HOST=h", "DATA=s3://b/x.csv", "KFP_TOKEN_FILE=/run/t").splitlines()
+            if "ticketflow.pipelines.submit" in line
+        )
+    )
+    assert args[0] == ".venv/bin/python" and args[args.index("--token-file") + 1] == "/run/t"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_deploy_fails_in_seconds_when_no_cluster_answers(project_copy: Path, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed when the block ends: nothing listens there
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                "users": [{"name": "me", "user": {"token": "x"}}],
+                "contexts": [{"name": "minikube-stopped", "context": {"cluster": "gone", "user": "me"}}],
+                "current-context": "minikube-stopped",
+            }
+        ),
+        encoding="utf-8",
+    )
+    started = time.monotonic()
+    result = make(project_copy, "deploy", capture_output=True, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+    assert time.monotonic() - started < 20
+    assert result.returncode != 0
+    assert "no Kubernetes cluster answers at kubectl's context 'minikube-stopped'" in result.stderr
+    assert "minikube start" in result.stderr and f"127.0.0.1:{port}" in result.stderr  # kubectl's own words too
+    assert "apply" not in result.stdout

@@ -3,11 +3,14 @@
 - the committed file is exactly what the renderer writes (never stale, never hand-edited);
 - every embedded file is its monitoring/ source, byte for byte, except the Prometheus config, which is the
   repo's without the loopback-only jobs; the renderer keeps jobs with service discovery or real hosts;
-- Prometheus' cluster config passes `promtool check config` with its rule files beside it, as mounted.
+- Prometheus' cluster config passes `promtool check config` with its rule files beside it, as mounted;
+- under manifests/base's NetworkPolicies, Prometheus still reaches every pod and port its cluster config scrapes
+  (the policy evaluator of tests/integration/serving/test_manifests.py).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +18,15 @@ import pytest
 import yaml
 
 from tests.integration.monitoring.test_observability import run_promtool
+from tests.integration.serving.test_manifests import (
+    MINIKUBE,
+    Pod,
+    connection_allowed,
+    deployed_objects,
+    endpoint,
+    network_policies,
+    pods_of,
+)
 from ticketflow.monitoring.cluster_manifests import (
     DEFAULT_OUT_DIR,
     GRAFANA_DASHBOARDS_CONFIG_MAP,
@@ -30,6 +42,7 @@ from ticketflow.monitoring.cluster_manifests import (
     render_config_maps,
     render_manifests,
 )
+from ticketflow.serving.inference_service import ServingDeployment
 
 COMMITTED = DEFAULT_OUT_DIR / MANIFEST_FILE
 
@@ -158,3 +171,63 @@ def test_cluster_prometheus_config_passes_promtool(tmp_path: Path):
         output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "alerts.yml" in output and "SUCCESS" in output  # the rule file was found and checked too
+
+
+def _meta_name(key: str) -> str:
+    """A label or annotation name as Prometheus' pod discovery spells it in `__meta_…` labels."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+def discovered_metadata(pod: Pod) -> dict[str, str]:
+    """The `__meta_kubernetes_*` labels Prometheus' pod discovery gives a running pod (those relabelling reads)."""
+    meta = {"__meta_kubernetes_namespace": pod.namespace, "__meta_kubernetes_pod_phase": "Running"}
+    meta.update({f"__meta_kubernetes_pod_label_{_meta_name(k)}": v for k, v in pod.labels.items()})
+    meta.update({f"__meta_kubernetes_pod_annotation_{_meta_name(k)}": v for k, v in pod.annotations.items()})
+    return meta
+
+
+def kept_by(relabel_configs: list[dict], meta: dict[str, str]) -> bool:
+    """Whether the `keep` and `drop` steps of a job's relabelling keep a discovered target (anchored regexes)."""
+    for step in relabel_configs:
+        value = step.get("separator", ";").join(meta.get(label, "") for label in step.get("source_labels", []))
+        matched = re.fullmatch(step.get("regex", "(.*)"), value) is not None
+        if (step.get("action") == "keep" and not matched) or (step.get("action") == "drop" and matched):
+            return False
+    return True
+
+
+def scrape_targets(objects: list[dict]) -> dict[str, list[tuple[Pod, int]]]:
+    """Every pod and port the cluster Prometheus scrapes, by job: static targets through their Service, discovered
+    pods through the job's relabelling (port from the `prometheus.io/port` annotation, as the job rewrites it)."""
+    config = yaml.safe_load(committed_config_maps()[PROMETHEUS_CONFIG_MAP]["prometheus.yml"])
+    pods = pods_of(objects)
+    targets: dict[str, list[tuple[Pod, int]]] = {}
+    for job in config["scrape_configs"]:
+        found = targets.setdefault(job["job_name"], [])
+        for group in job.get("static_configs", []):
+            found += [endpoint(target, objects) for target in group["targets"]]
+        for discovery in job.get("kubernetes_sd_configs", []):
+            assert discovery["role"] == "pod"
+            for pod in pods.values():
+                if pod.namespace in discovery["namespaces"]["names"] and kept_by(
+                    job["relabel_configs"], discovered_metadata(pod)
+                ):
+                    found.append((pod, int(pod.annotations["prometheus.io/port"])))
+    return targets
+
+
+def test_prometheus_reaches_every_target_despite_the_network_policies():
+    """The NetworkPolicies (manifests/base) must not cut Prometheus off: it still scrapes the predictor's pods and
+    the Pushgateway, and nothing it scrapes is one of the three stores the policies close."""
+    objects = deployed_objects(MINIKUBE)
+    prometheus = pods_of(objects)["prometheus"]
+    targets = scrape_targets(objects)
+    assert {job: sorted(pod.name for pod, _ in found) for job, found in targets.items()} == {
+        "ticketflow-predictor": [ServingDeployment().name],
+        "pushgateway": ["pushgateway"],
+    }
+    policies = network_policies(objects)
+    assert policies  # the policies are there, and still let these through
+    for job, found in targets.items():
+        for pod, port in found:
+            assert connection_allowed(policies, prometheus, pod, port), (job, pod.name, port)

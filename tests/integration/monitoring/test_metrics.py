@@ -8,7 +8,6 @@ its text file; the retraining pipeline failing through kfp.local; a real Pushgat
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, missing
 from tests.integration.monitoring.test_observability import (
     DASHBOARDS,
     PROMETHEUS_DIR,
@@ -105,12 +104,12 @@ def test_every_metric_the_alerts_and_the_dashboard_name_is_exported(
     )
 
     named = named_metrics()
-    missing = {
+    unexported = {
         name: sorted(where)
         for name, where in named.items()
         if name not in scraped_names | pushed_names | PROMETHEUS_OWN
     }
-    assert not missing, f"named but exported by nothing: {missing}"
+    assert not unexported, f"named but exported by nothing: {unexported}"
     # The ones this traffic and this check produce carry values too, not only a declaration.
     assert values(scraped, "ticketflow_tickets_total", model="ticket-classifier") == [len(texts)]
     assert values(scraped, "ticketflow_requests_rejected_total", reason="empty_batch") == [1]
@@ -177,10 +176,7 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
     """A fresh Pushgateway on a free loopback port; yields its `host:port`."""
     binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
     if binary is None:
-        message = "the Pushgateway is absent (Debian package `prometheus-pushgateway`; .ci/run installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"under CI: {message}")
-        pytest.skip(message)
+        missing("the Pushgateway is absent (Debian package `prometheus-pushgateway`; .ci/run installs it)")
     address = f"127.0.0.1:{free_port()}"
     log = (tmp_path / "pushgateway.log").open("w")
     # Its own persistence file: Debian's build persists to /var/lib/prometheus by default, across tests and runs.

@@ -73,7 +73,8 @@ def test_too_little_traffic_gives_not_enough_data_and_no_retrain(home: Path) -> 
     tasks_log = Path(summary["tasks_log"])
     assert tasks_log.parent == Path(summary["artifacts"]) and tasks_log.parent.parent == home / "runs"
     for text in (proc.stderr, tasks_log.read_text()):
-        assert "Executing task 'check-for-drift'" in text and "Executing task 'read-drift-verdict'" in text
+        assert "Executing task 'check-for-drift'" in text and "Skipping conditional task" in text
+        assert "Executing task 'assemble-retraining-data'" not in text
     assert "non-Python base image" not in proc.stderr
     assert summary["drift_detected"] is False and summary["enough_data"] is False
     assert "not enough data" in summary["reason"]
@@ -122,10 +123,9 @@ def test_drift_pipeline_compiles_with_caching_off_and_a_retrain_branch(tmp_path:
     compile_to(drift_pipeline, str(path))
     spec = json_format.ParseDict(next(yaml.safe_load_all(path.read_text())), pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
-    for name in ("check-for-drift", "read-drift-verdict"):
-        assert tasks[name].caching_options.enable_cache is False, name
+    assert tasks["check-for-drift"].caching_options.enable_cache is False
     branch = next(t for t in tasks.values() if t.trigger_policy.condition)
-    assert "read-drift-verdict" in branch.trigger_policy.condition
+    assert "check-for-drift-Output" in branch.trigger_policy.condition  # the check's typed bool
     [retraining] = spec.components[branch.component_ref.name].dag.tasks.values()
     assert retraining.caching_options.enable_cache is False
     # The retraining pipeline: its steps inside an exit handler whose exit task counts the run, however it ends.
@@ -137,7 +137,8 @@ def test_drift_pipeline_compiles_with_caching_off_and_a_retrain_branch(tmp_path:
     assert count.inputs.parameters["status"].task_final_status.producer_task == handler
     inner = spec.components[retraining_tasks[handler].component_ref.name].dag.tasks
     assert inner["assemble-retraining-data"].caching_options.enable_cache is False
-    assert any(name.startswith("ticketflow-training") for name in inner)
+    [training] = [task for name, task in inner.items() if name.startswith("ticketflow-training")]
+    assert training.inputs.artifacts["raw_tickets"].task_output_artifact.producer_task == "assemble-retraining-data"
     for name, parameter in spec.root.input_definitions.parameters.items():
         assert len(parameter.description) > 15, name
     assert (ROOT / "pipelines" / "drift.yaml").read_text() == path.read_text(), "run `make compile`"

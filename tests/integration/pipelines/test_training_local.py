@@ -105,7 +105,14 @@ def test_stdout_is_a_short_summary_and_the_task_logs_go_to_the_run_folder(
     assert tasks_log.is_file() and tasks_log.parent == Path(first_run["artifacts"])
     assert f"task log: {tasks_log}" in first_proc.stdout
     text = tasks_log.read_text()
-    for step in ("ingest-tickets", "prepare-text", "embed-tickets", "train-classifier", "evaluate-classifier"):
+    for step in (
+        "importer",
+        "ingest-tickets",
+        "prepare-text",
+        "embed-tickets",
+        "train-classifier",
+        "evaluate-classifier",
+    ):
         assert f"Executing task '{step}'" in text and f"Task '{step}' finished with status SUCCESS" in text
     assert "Pipeline 'ticketflow-training' finished with status SUCCESS" in text
     assert "\x1b[" not in text  # colour codes are left out of the file

@@ -8,12 +8,17 @@
   every base (manifests/kfp, the Secret in Kubeflow's namespace, is applied on its own);
 - the builder's model source (storageUri or registry alias), environment and probes;
 - the cluster services: every address a client is given (the cluster profile of components/config.py, which
-  the image, ticketflow-config and the predictor select; the drift check's Pushgateway, Grafana's data source)
-  reaches a Service, a Deployment and a container port; MLflow accepts those host names; probes, volumes,
-  images, security and Minikube-sized resources;
+  the image and the predictor select; the drift check's Pushgateway, Grafana's data source) reaches a Service, a
+  Deployment and a container port; MLflow accepts those host names; probes, volumes, images, security (no pod
+  mounts a service-account token but Prometheus, which lists pods) and Minikube-sized resources; every ConfigMap
+  and Secret a pod names exists and every ConfigMap is read by one;
 - the database: PostgreSQL, its init script (run against a real PostgreSQL server) and the Secret
   `ticketflow-database`, whose URLs the predictor (stateless: no volume) and MLflow read, and whose `url` the
   compiled drift pipeline gets in Kubeflow's namespace from manifests/kfp;
+- the API token: the predictor reads it from the Secret `ticketflow-api-token`, which base generates, and needs it;
+- the NetworkPolicies: a small evaluator of Kubernetes' NetworkPolicy semantics, given the source pod's labels and
+  namespace and the destination, says which connections the policies allow: exactly the predictor, MLflow (to
+  PostgreSQL) and Kubeflow's pipeline pods reach MLflow, ChromaDB and PostgreSQL; nothing else does;
 - the Dockerfile passes hadolint, selects the cluster profile with one variable (no address of its own) and
   agrees with the InferenceService (user, port, command).
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -30,7 +36,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,6 +61,8 @@ from ticketflow.pipelines import drift as drift_pipeline_module
 from ticketflow.pipelines.schedule import DriftSchedule
 from ticketflow.serving.cli import build_serve_parser
 from ticketflow.serving.inference_service import (
+    API_TOKEN_SECRET,
+    API_TOKEN_SECRET_KEY,
     CONTAINER_NAME,
     DATABASE_SECRET,
     DATABASE_SECRET_KEY,
@@ -206,11 +214,6 @@ def generated_objects(folder: Path) -> list[dict]:
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": gen["name"]}, "type": "Opaque"}
         objects.append({**secret, "data": data})
     return objects
-
-
-def generated_config_maps(folder: Path) -> list[dict]:
-    """The ConfigMaps a kustomization and its bases generate."""
-    return [obj for obj in generated_objects(folder) if obj["kind"] == "ConfigMap"]
 
 
 def secret_data(objects: list[dict], name: str) -> dict[str, str]:
@@ -491,22 +494,46 @@ def test_base_objects_are_the_expected_ones():
     assert objects == {
         ("Namespace", settings.namespace),
         ("InferenceService", settings.name),  # no PersistentVolumeClaim of its own: the predictor is stateless
-        ("ConfigMap", "ticketflow-config"),
-        ("ConfigMap", "postgres-init"),
+        ("ConfigMap", "postgres-init"),  # no ticketflow-config: nothing read it (the image selects the profile)
         ("Secret", settings.database_secret),
+        ("Secret", settings.api_token_secret),
         *[("PersistentVolumeClaim", f"{server}-data") for server in ("mlflow", "chroma", "postgres")],
-        *[(kind, server) for server in ("mlflow", "chroma", "postgres") for kind in ("Deployment", "Service")],
+        *[
+            (kind, server)
+            for server in ("mlflow", "chroma", "postgres")
+            for kind in ("Deployment", "Service", "NetworkPolicy")
+        ],
     }
     pvc = obj_named(deployed_objects(BASE), "PersistentVolumeClaim", "postgres-data")
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
 
 
-def test_config_map_for_pipeline_pods_selects_the_cluster_profile():
-    (config_map,) = generated_config_maps(BASE)
-    assert config_map["data"] == {PROFILE_VARIABLE: CLUSTER_PROFILE} == {"TICKETFLOW_PROFILE": "cluster"}
-    (generator,) = kustomization(BASE)["configMapGenerator"]
-    assert generator["options"]["disableNameSuffixHash"] is True  # pipeline specs use the plain name
+def config_maps_read_by(workload: dict) -> set[str]:
+    """The ConfigMaps a workload's pod reads: mounted, as `envFrom` or through `configMapKeyRef`."""
+    pod = pod_spec(workload)
+    names = {volume["configMap"]["name"] for volume in pod.get("volumes", []) if "configMap" in volume}
+    for spec in all_containers_of(workload):
+        names |= {source["configMapRef"]["name"] for source in spec.get("envFrom", []) if "configMapRef" in source}
+        names |= {
+            variable["valueFrom"]["configMapKeyRef"]["name"]
+            for variable in spec.get("env", [])
+            if "configMapKeyRef" in variable.get("valueFrom", {})
+        }
+    return names
+
+
+@pytest.mark.parametrize("folder", [BASE, *OVERLAYS], ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_every_config_map_is_read_by_a_pod(folder: Path):
+    """No ConfigMap is deployed for nobody: `ticketflow-config` went, since no pod in the namespace read it (the
+    image and the predictor select the cluster profile themselves; pipeline pods run in Kubeflow's namespace)."""
+    objects = deployed_objects(folder)
+    workloads = [o for o in objects if o["kind"] in ("Deployment", "InferenceService")]
+    read = set().union(*map(config_maps_read_by, workloads))
+    deployed = {o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"}
+    assert deployed == read
+    assert "ticketflow-config" not in deployed
+    assert "configMapGenerator" not in kustomization(BASE)
 
 
 # --- (d) kustomize-like structure checks ---------------------------------------------------------------------
@@ -710,14 +737,14 @@ def test_container_command_line_and_environment(no_serve_env):
     options = serve_options(container(isvc))
     assert (options.host, options.port, options.model_name) == ("0.0.0.0", 9000, "ticket-router")
     env = env_of(isvc)
-    # The addresses come from the profile, the database URL (it holds a password) from a Secret.
+    # The addresses come from the profile, the database URL (it holds a password) and the token from Secrets.
     assert set(env) == {"TICKETFLOW_PROFILE", "TICKETFLOW_PREDICTION_LOG", "TICKETFLOW_API_TOKEN"}
     assert env["TICKETFLOW_PROFILE"]["value"] == "cluster"
     assert env["TICKETFLOW_PREDICTION_LOG"]["valueFrom"] == {
         "secretKeyRef": {"name": "ticketflow-database", "key": "url"}  # required: no Secret, no pod
     }
     assert env["TICKETFLOW_API_TOKEN"]["valueFrom"] == {
-        "secretKeyRef": {"name": "ticketflow-api-token", "key": "token", "optional": True}
+        "secretKeyRef": {"name": "ticketflow-api-token", "key": "token"}  # required too: no token, no pod
     }
     assert container(isvc)["ports"] == [{"containerPort": 9000, "protocol": "TCP"}]
 
@@ -986,8 +1013,7 @@ def test_every_service_resolves_to_one_deployment(minikube):
 def test_addresses_given_to_clients_reach_their_servers(field, server, minikube, monkeypatch):
     isvc = obj_named(minikube, "InferenceService", ServingDeployment().name)
     profiles = {
-        "ticketflow-config (pods in the namespace)": config_map_data(minikube, "ticketflow-config"),
-        "the image (pipeline pods in Kubeflow's namespace)": dockerfile_env(),
+        "the image (pipeline pods in Kubeflow's namespace, MLflow, ChromaDB)": dockerfile_env(),
         "the predictor's env": plain_env(isvc),
     }
     for where, variables in profiles.items():
@@ -1169,7 +1195,7 @@ def test_pods_run_as_non_root_without_privileges_and_with_limits(folder: Path):
             resources = spec["resources"]
             for resource in ("cpu", "memory"):
                 assert _quantity(resources["requests"][resource]) <= _quantity(resources["limits"][resource]), where
-        if obj["kind"] == "Deployment" and obj["metadata"]["name"] != "prometheus":
+        if obj["metadata"]["name"] != "prometheus":  # it lists pods; the predictor and the servers call no API
             assert pod.get("automountServiceAccountToken") is False, f"{where}: needs no Kubernetes API token"
 
 
@@ -1210,8 +1236,8 @@ def test_what_pods_refer_to_exists(folder: Path):
         for volume in volumes.values():
             if "persistentVolumeClaim" in volume:
                 assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in names
-            if "configMap" in volume:
-                assert ("ConfigMap", volume["configMap"]["name"]) in names
+        for config_map in config_maps_read_by(obj):  # mounted, envFrom or configMapKeyRef: none removed
+            assert ("ConfigMap", config_map) in names, f"{obj['metadata']['name']}: reads missing {config_map}"
 
 
 def test_prometheus_may_discover_the_predictor_pods(minikube):
@@ -1468,3 +1494,335 @@ def test_manifests_kfp_goes_to_the_namespace_make_schedule_uses():
     assert [o["kind"] for o in deployed_objects(KFP)] == ["Secret"]
     for overlay in OVERLAYS:  # applied on its own: the predictor must not need Kubeflow installed
         assert KFP not in {(overlay / entry).resolve() for entry in kustomization(overlay)["resources"]}
+
+
+# --- (i) the API token: required, from the Secret base generates ----------------------------------------------
+
+
+@pytest.mark.parametrize("folder", [BASE, *OVERLAYS], ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_the_predictor_needs_the_api_token_from_the_generated_secret(folder: Path, monkeypatch: pytest.MonkeyPatch):
+    objects = deployed_objects(folder)
+    isvc = obj_named(objects, "InferenceService", ServingDeployment().name)
+    (token_variable,) = TicketflowConfig.env_names("api_token")
+    ref = env_of(isvc)[token_variable]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": API_TOKEN_SECRET, "key": API_TOKEN_SECRET_KEY}  # not optional: no token, no pod
+    token = secret_data(objects, API_TOKEN_SECRET)
+    assert set(token) == {API_TOKEN_SECRET_KEY}
+    assert token[API_TOKEN_SECRET_KEY].startswith("change-me")  # a placeholder, which the runbook says to replace
+    secrets = {API_TOKEN_SECRET: token, DATABASE_SECRET: secret_data(objects, DATABASE_SECRET)}
+    settings = pod_settings(isvc, monkeypatch, secrets)
+    assert settings.api_token is not None
+    assert settings.api_token.get_secret_value() == token[API_TOKEN_SECRET_KEY]
+
+
+# --- (j) NetworkPolicies: who reaches MLflow, ChromaDB and PostgreSQL ---------------------------------------------
+
+# The label Kubeflow Pipelines' backend gives every pod of a v2 run (the Argo Workflow's podMetadata, in
+# backend/src/v2/compiler/argocompiler/argo.go; the same in every release from 2.0.0 to 2.17.0).
+KFP_POD_LABEL = {"pipelines.kubeflow.org/v2_component": "true"}
+KFP_NAMESPACE = kustomization(KFP)["namespace"]  # where standalone KFP runs pipeline pods
+STORES = ("mlflow", "chroma", "postgres")
+# Who may open a connection to which store: the predictor to all three, MLflow to its backend store, and the
+# pipeline steps (training writes vectors and models, the drift check reads the log and the registry) to all three.
+STORE_CLIENTS = {
+    (ServingDeployment().name, "mlflow"),
+    (ServingDeployment().name, "chroma"),
+    (ServingDeployment().name, "postgres"),
+    ("mlflow", "postgres"),
+    ("pipeline-step", "mlflow"),
+    ("pipeline-step", "chroma"),
+    ("pipeline-step", "postgres"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Pod:
+    """A pod as NetworkPolicies (and Prometheus' pod discovery) see it."""
+
+    name: str
+    namespace: str
+    labels: Mapping[str, str]
+    ports: Mapping[str, int] = dataclasses.field(default_factory=dict)  # named container ports (a policy may name one)
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+# Pods that are not ours, each standing for a kind of caller the policies must tell apart.
+OTHER_PODS = {
+    "pipeline-step": Pod(
+        "a step of a KFP run", KFP_NAMESPACE, {**KFP_POD_LABEL, "workflows.argoproj.io/workflow": "training-x7k2p"}
+    ),
+    "kfp-api-server": Pod(
+        "KFP's API server", KFP_NAMESPACE, {"app": "ml-pipeline", "application-crd-id": "kubeflow-pipelines"}
+    ),
+    "labelled-elsewhere": Pod("a pod labelled like a step, in default", "default", dict(KFP_POD_LABEL)),
+    "stranger": Pod("an unlabelled pod in our namespace", NAMESPACE, {"run": "debug"}),
+    "transformer": Pod(
+        "a transformer of the InferenceService",
+        NAMESPACE,
+        {"serving.kserve.io/inferenceservice": ServingDeployment().name, "component": "transformer"},
+    ),
+}
+
+
+def predictor_pod_labels(isvc: dict) -> dict[str, str]:
+    """The labels KServe gives the predictor's pods in RawDeployment (Standard) mode.
+
+    The InferenceService's labels, the predictor's own, then `serving.kserve.io/inferenceservice: <name>` and
+    `component: predictor` (`Predictor.buildObjectMeta`, pkg/controller/v1beta1/inferenceservice/components/
+    predictor.go) and `app: isvc.<name>-predictor` (`createRawDefaultDeployment`, reconcilers/deployment).
+    """
+    name = isvc["metadata"]["name"]
+    return {
+        **isvc["metadata"].get("labels", {}),
+        **isvc["spec"]["predictor"].get("labels", {}),
+        "serving.kserve.io/inferenceservice": name,
+        "component": "predictor",
+        "app": f"isvc.{name}-predictor",
+    }
+
+
+def pods_of(objects: list[dict]) -> dict[str, Pod]:
+    """The pods our Deployments and the InferenceService run, by workload name (one pod stands for its replicas)."""
+    pods = {}
+    for obj in objects:
+        if obj["kind"] == "Deployment":
+            meta = obj["spec"]["template"]["metadata"]
+            labels, annotations = meta["labels"], meta.get("annotations", {})
+        elif obj["kind"] == "InferenceService":  # KServe copies the predictor's annotations onto its pods
+            labels, annotations = predictor_pod_labels(obj), obj["spec"]["predictor"].get("annotations", {})
+        else:
+            continue
+        ports = {p["name"]: p["containerPort"] for c in containers_of(obj) for p in c.get("ports", []) if "name" in p}
+        name = obj["metadata"]["name"]
+        pods[name] = Pod(name, obj["metadata"].get("namespace", NAMESPACE), labels, ports, annotations)
+    return pods
+
+
+def network_policies(objects: list[dict]) -> list[dict]:
+    """The NetworkPolicies among `objects`, in the namespace kustomize puts them in."""
+    policies = [copy.deepcopy(o) for o in objects if o["kind"] == "NetworkPolicy"]
+    for policy in policies:
+        policy["metadata"].setdefault("namespace", NAMESPACE)
+    return policies
+
+
+def selector_matches(selector: dict, labels: Mapping[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions, ANDed) against labels; an empty one matches all."""
+    assert set(selector) <= {"matchLabels", "matchExpressions"}, f"unmodelled selector {selector}"
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        tests = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }
+        if not tests[operator]:
+            return False
+    return True
+
+
+def namespace_labels(namespace: str) -> dict[str, str]:
+    """A namespace's labels as policies may select them: the API server sets kubernetes.io/metadata.name on each."""
+    return {"kubernetes.io/metadata.name": namespace}
+
+
+def peer_matches(peer: dict, policy_namespace: str, pod: Pod) -> bool:
+    """One `from`/`to` entry: namespaceSelector and podSelector in the same entry must both hold; a podSelector
+    alone means pods of the policy's own namespace."""
+    assert set(peer) <= {"podSelector", "namespaceSelector"}, f"unmodelled peer {peer}"  # no ipBlock
+    if "namespaceSelector" in peer:
+        if not selector_matches(peer["namespaceSelector"], namespace_labels(pod.namespace)):
+            return False
+    elif pod.namespace != policy_namespace:
+        return False
+    return selector_matches(peer.get("podSelector", {}), pod.labels)
+
+
+def port_matches(entries: list[dict] | None, destination: Pod, port: int) -> bool:
+    """A rule's `ports` (none means every port) against a TCP connection to `port` of `destination`."""
+    if not entries:
+        return True
+    for entry in entries:
+        assert set(entry) <= {"port", "protocol", "endPort"}, f"unmodelled port {entry}"
+        if entry.get("protocol", "TCP") != "TCP":
+            continue
+        if "port" not in entry:
+            return True
+        first = entry["port"] if isinstance(entry["port"], int) else destination.ports.get(entry["port"])
+        if first is not None and first <= port <= entry.get("endPort", first):
+            return True
+    return False
+
+
+def policy_types(policy: dict) -> set[str]:
+    """`policyTypes`, or its default: Ingress, plus Egress when the policy has egress rules."""
+    spec = policy["spec"]
+    return set(spec.get("policyTypes") or ["Ingress", *(["Egress"] if "egress" in spec else [])])
+
+
+def side_allows(policies: list[dict], pod: Pod, direction: str, peer: Pod, destination: Pod, port: int) -> bool:
+    """Whether `pod`'s policies of `direction` let the connection with `peer` (to `port` of `destination`) through.
+
+    A pod no policy selects for that direction is not isolated: everything passes. Otherwise one rule of one
+    selecting policy must admit both the peer and the port (policies add up; there is no deny rule).
+    """
+    selecting = [
+        policy
+        for policy in policies
+        if policy["metadata"]["namespace"] == pod.namespace
+        and direction in policy_types(policy)
+        and selector_matches(policy["spec"]["podSelector"], pod.labels)
+    ]
+    if not selecting:
+        return True
+    rules_key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    return any(
+        (
+            not rule.get(peers_key)
+            or any(peer_matches(entry, policy["metadata"]["namespace"], peer) for entry in rule[peers_key])
+        )
+        and port_matches(rule.get("ports"), destination, port)
+        for policy in selecting
+        for rule in policy["spec"].get(rules_key) or []
+    )
+
+
+def connection_allowed(policies: list[dict], source: Pod, destination: Pod, port: int) -> bool:
+    """Whether a TCP connection from `source` to `port` of `destination` passes: the source's egress policies
+    and the destination's ingress policies must both allow it."""
+    return side_allows(policies, source, "Egress", destination, destination, port) and side_allows(
+        policies, destination, "Ingress", source, destination, port
+    )
+
+
+def endpoint(address: str, objects: list[dict]) -> tuple[Pod, int]:
+    """The pod and container port that `address` (a Service's DNS name and port) leads to."""
+    service, deployment, server = service_behind(address, objects)
+    port = urlsplit(address if "//" in address else f"//{address}").port
+    [service_port] = [p for p in service["spec"]["ports"] if p["port"] == port]
+    return pods_of([deployment])[deployment["metadata"]["name"]], container_port(
+        server, service_port.get("targetPort", service_port["port"])
+    )
+
+
+def store_endpoints(objects: list[dict]) -> dict[str, tuple[Pod, int]]:
+    """MLflow, ChromaDB and PostgreSQL at the addresses their clients are given (the cluster profile, the Secret)."""
+    database = urlsplit(secret_data(objects, DATABASE_SECRET)[DATABASE_SECRET_KEY])
+    addresses = [CLUSTER.mlflow_tracking_uri, CLUSTER.vector_store_uri, f"{database.hostname}:{database.port}"]
+    found = {}
+    for address in addresses:
+        pod, port = endpoint(address, objects)
+        found[pod.name] = (pod, port)
+    assert set(found) == set(STORES)
+    return found
+
+
+@pytest.mark.parametrize("folder", [BASE, *OVERLAYS], ids=lambda p: p.relative_to(MANIFESTS).as_posix())
+def test_only_the_predictor_mlflow_and_pipeline_steps_reach_the_stores(folder: Path):
+    objects = deployed_objects(folder)
+    policies = network_policies(objects)
+    callers = {**pods_of(objects), **OTHER_PODS}
+    reached = {
+        (caller, store)
+        for caller, pod in callers.items()
+        for store, (server, port) in store_endpoints(objects).items()
+        if caller != store  # a pod is never kept from itself
+        and connection_allowed(policies, pod, server, port)
+    }
+    assert reached == STORE_CLIENTS
+    # Only on the store's own port: the predictor may not, say, reach PostgreSQL on MLflow's.
+    postgres, _ = store_endpoints(objects)["postgres"]
+    assert not connection_allowed(policies, callers[ServingDeployment().name], postgres, 5000)
+
+
+def test_what_the_policies_leave_open(minikube):
+    """Servers outside the three stay reachable: Prometheus scrapes, Grafana queries, pipeline steps push their
+    metrics, and anyone who can reach the predictor calls it (the API token guards its state-changing routes)."""
+    policies = network_policies(minikube)
+    pods = {**pods_of(minikube), **OTHER_PODS}
+    predictor = pods[ServingDeployment().name]
+    predictor_port = int(predictor.annotations["prometheus.io/port"])
+    flows = [
+        ("prometheus", ServingDeployment().name, predictor_port),
+        ("prometheus", *endpoint(DriftSchedule().params["pushgateway"], minikube)),
+        ("pipeline-step", *endpoint(DriftSchedule().params["pushgateway"], minikube)),
+        ("grafana", *endpoint("prometheus:9090", minikube)),
+        ("stranger", ServingDeployment().name, predictor_port),
+        ("labelled-elsewhere", ServingDeployment().name, predictor_port),
+    ]
+    for source, destination, port in flows:
+        target = pods[destination] if isinstance(destination, str) else destination
+        assert connection_allowed(policies, pods[source], target, port), (source, target.name, port)
+
+
+def test_each_policy_isolates_one_store(base):
+    policies = network_policies(base)
+    pods = pods_of(base)
+    assert sorted(policy["metadata"]["name"] for policy in policies) == sorted(STORES)
+    for policy in policies:
+        assert policy_types(policy) == {"Ingress"}  # what the stores send (answers aside) is not restricted
+        selected = [name for name, pod in pods.items() if selector_matches(policy["spec"]["podSelector"], pod.labels)]
+        assert selected == [policy["metadata"]["name"]]
+
+
+def test_pipeline_steps_are_admitted_from_the_namespace_kfp_and_make_schedule_use(base):
+    """manifests/kfp's Secret, `make schedule`'s default and the policies name one KFP namespace, and the policies
+    admit only the pods KFP labels as steps there."""
+    assert KFP_NAMESPACE == DriftSchedule().namespace == "kubeflow"
+    for policy in network_policies(base):
+        peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"] if "namespaceSelector" in peer]
+        assert peers == [
+            {
+                "namespaceSelector": {"matchLabels": namespace_labels(KFP_NAMESPACE)},
+                "podSelector": {"matchLabels": KFP_POD_LABEL},
+            }
+        ]
+
+
+def test_the_policies_select_the_predictor_by_the_labels_kserve_sets(base):
+    """The predictor is admitted by KServe's own pod labels, which do not depend on our InferenceService's labels."""
+    isvc = obj_named(base, "InferenceService", ServingDeployment().name)
+    bare = copy.deepcopy(isvc)
+    bare["metadata"].pop("labels", None)
+    policies = network_policies(base)
+    bare_pod = Pod("predictor without our labels", NAMESPACE, predictor_pod_labels(bare))
+    for store, (server, port) in store_endpoints(base).items():
+        assert connection_allowed(policies, bare_pod, server, port), store
+
+
+def test_the_network_policy_evaluator_follows_kubernetes():
+    """The evaluator's semantics on small cases (kubernetes.io/docs/concepts/services-networking/network-policies)."""
+    db = Pod("db", "a", {"app": "db"}, {"pg": 5432})
+    web = Pod("web", "a", {"app": "web"})
+    other_web = Pod("web", "b", {"app": "web"})
+    stranger = Pod("x", "b", {"app": "x"})
+
+    def policy(spec: dict, namespace: str = "a") -> dict:
+        return {"kind": "NetworkPolicy", "metadata": {"name": "p", "namespace": namespace}, "spec": spec}
+
+    on_db = {"podSelector": {"matchLabels": {"app": "db"}}}
+    assert connection_allowed([], stranger, db, 5432)  # no policy selects db: open
+    deny_all = policy({**on_db, "policyTypes": ["Ingress"]})
+    assert not connection_allowed([deny_all], web, db, 5432)
+    same_namespace = policy({**on_db, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]})
+    assert connection_allowed([same_namespace], web, db, 1)  # no ports: every port
+    assert not connection_allowed([same_namespace], other_web, db, 5432)  # a podSelector alone: own namespace
+    both = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "b"}}}
+    anded = policy({**on_db, "ingress": [{"from": [{**both, "podSelector": {"matchLabels": {"app": "web"}}}]}]})
+    assert connection_allowed([anded], other_web, db, 5432)
+    assert not connection_allowed([anded], stranger, db, 5432)  # one entry: namespace AND labels
+    ored = policy({**on_db, "ingress": [{"from": [both, {"podSelector": {"matchLabels": {"app": "web"}}}]}]})
+    assert connection_allowed([ored], stranger, db, 5432)  # two entries: either
+    named = policy({**on_db, "ingress": [{"ports": [{"port": "pg"}]}]})  # no `from`: every source
+    assert connection_allowed([named], stranger, db, 5432)
+    assert not connection_allowed([named], stranger, db, 5433)
+    assert connection_allowed([deny_all, named], stranger, db, 5432)  # policies add up
+    expressions = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db", "cache"]}]}
+    assert not connection_allowed([policy({"podSelector": expressions, "policyTypes": ["Ingress"]})], web, db, 5432)
+    egress = policy({"podSelector": {"matchLabels": {"app": "web"}}, "egress": [{"to": [on_db]}]})
+    assert policy_types(egress) == {"Ingress", "Egress"}
+    assert connection_allowed([egress], web, db, 5432)
+    assert not connection_allowed([policy({"podSelector": {}, "policyTypes": ["Egress"]})], web, db, 5432)

@@ -70,9 +70,9 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
-                if requests.get(f"{self.url}/v2/models/{MODEL}/ready", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/v2/models/{MODEL}/ready", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy loading the model
                 pass
             time.sleep(0.3)
         self.proc.kill()  # no fixture will stop a server that never became ready
