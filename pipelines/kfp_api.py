@@ -1,6 +1,6 @@
 """Talking to a cluster's Kubeflow Pipelines API: what `make submit` and `make schedule` share.
 
-Both take the same options (`add_connection_arguments`):
+Both take the same options (`add_cluster_arguments`) and run the same way (`run_on_cluster`):
 
 - `--host`: the API's address, e.g. `http://localhost:8080` through
   `kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80` (the dashboard proxies the API, and run links
@@ -9,11 +9,14 @@ Both take the same options (`add_connection_arguments`):
   (`kubeflow-user-example-com`); single-user KFP (standalone) ignores it;
 - `--token-file`: a bearer token for a multi-user Kubeflow, e.g. `kubectl -n <namespace> create token
   default-editor`, read from a file or, with `-`, from standard input: never from the command line, where `ps`
-  shows it to every user of the machine (`make` pipes `KFP_TOKEN` in).
+  shows it to every user of the machine (`make` pipes `KFP_TOKEN` in);
+- `--service-account`: the Kubernetes service account of the pods the command starts (empty: KFP's default).
 
 `connect` asks the address once, with a short timeout, before it builds the `kfp.Client`: the client's first call
 retries five times 5 s apart, and an address that drops packets would hang the command for minutes. Nothing
-answering is a `KfpUnreachableError` naming the address and how to open a port-forward.
+answering is a `KfpUnreachableError` naming the address and how to open a port-forward. `run_on_cluster` checks
+the request locally first, then connects and sends it, and turns any error of `cluster_errors()` into one line on
+standard error.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ import sys
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+T = TypeVar("T")
 
 DEFAULT_NAMESPACE = "kubeflow"  # kfp.Client's default too: single-user KFP's namespace
 ANSWER_TIMEOUT_SECONDS = 5.0
@@ -153,8 +160,13 @@ def describe_error(exc: Exception, host: str) -> str:
     return f"the Kubeflow Pipelines API at {host} answered {status} {getattr(exc, 'reason', '')}: {message}{hint}"
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds `--host`, `--namespace` and `--token-file` to a command's parser."""
+def add_cluster_arguments(parser: argparse.ArgumentParser, pods: str) -> None:
+    """Adds `--host`, `--namespace`, `--token-file` and `--service-account` to a command's parser.
+
+    Args:
+        parser: The command's parser.
+        pods: Whose pods the service account runs, for the help text: "the run's pods", "the runs' pods".
+    """
     parser.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. http://localhost:8080")
     parser.add_argument(
         "--namespace",
@@ -166,8 +178,33 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="file holding a bearer token for a multi-user Kubeflow; '-' reads it from standard input",
     )
+    parser.add_argument("--service-account", default="", help=f"service account of {pods} (default: KFP's)")
 
 
 def connection_from(args: argparse.Namespace) -> KfpConnection:
-    """The connection the parsed `add_connection_arguments` options describe (reads the token)."""
+    """The connection the parsed `add_cluster_arguments` options describe (reads the token)."""
     return KfpConnection(host=args.host, namespace=args.namespace, token=read_token(args.token_file))
+
+
+def run_on_cluster(
+    args: argparse.Namespace, validate: Callable[[], None], send: Callable[[Any], T]
+) -> tuple[KfpConnection, T] | None:
+    """Checks a request locally, then connects and sends it; an error is one line on standard error.
+
+    Args:
+        args: The parsed `add_cluster_arguments` options.
+        validate: Raises ValueError for a request the cluster would refuse, before the token is read or any
+            request goes out.
+        send: Sends the request with a connected `kfp.Client` and returns what the command reports.
+
+    Returns:
+        The connection (for the dashboard's links) and what `send` returned; None after an error of
+        `cluster_errors()`, which it prints as `error: …`.
+    """
+    try:
+        validate()
+        connection = connection_from(args)
+        return connection, send(connect(connection))
+    except cluster_errors() as exc:
+        print(f"error: {describe_error(exc, args.host)}", file=sys.stderr)
+        return None

@@ -24,14 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ticketflow.components.config import CLUSTER_PUSHGATEWAY
-from ticketflow.pipelines.kfp_api import (
-    DEFAULT_NAMESPACE,
-    add_connection_arguments,
-    cluster_errors,
-    connect,
-    connection_from,
-    describe_error,
-)
+from ticketflow.pipelines.kfp_api import DEFAULT_NAMESPACE, add_cluster_arguments, run_on_cluster
 
 DEFAULT_CRON = "0 0 */6 * * *"  # second minute hour day-of-month month day-of-week: every 6 hours
 _CRON_FIELD = r"(\*|\?|[0-9A-Za-z,\-*/]+)"
@@ -151,9 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ticketflow.pipelines.schedule", description=__doc__.split("\n\n")[0]
     )
     defaults = DriftSchedule()
-    add_connection_arguments(parser)
+    add_cluster_arguments(parser, pods="the runs' pods")
     parser.add_argument("--cron", default=defaults.cron, help="six-field cron, seconds first (default: %(default)s)")
-    parser.add_argument("--service-account", default="", help="service account of the runs' pods (default: KFP's own)")
     parser.add_argument(
         "--pushgateway",
         default=defaults.params["pushgateway"],
@@ -171,13 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         service_account=args.service_account,
         params={**DriftSchedule().params, "pushgateway": args.pushgateway},
     )
-    try:
-        schedule.validate()  # before any request
-        connection = connection_from(args)
-        result = create_schedule(connect(connection), schedule)
-    except cluster_errors() as exc:
-        print(f"error: {describe_error(exc, args.host)}", file=sys.stderr)
+    scheduled = run_on_cluster(args, schedule.validate, lambda client: create_schedule(client, schedule))
+    if scheduled is None:
         return 1
+    connection, result = scheduled
     replaced = f", replacing {', '.join(result.replaced)}" if result.replaced else ""
     url = connection.recurring_run_url(result.recurring_run_id)
     print(f"recurring run {result.recurring_run_id} ({schedule.cron}){replaced}: {url}")

@@ -20,14 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ticketflow.pipelines.kfp_api import (
-    DEFAULT_NAMESPACE,
-    add_connection_arguments,
-    cluster_errors,
-    connect,
-    connection_from,
-    describe_error,
-)
+from ticketflow.pipelines.kfp_api import DEFAULT_NAMESPACE, add_cluster_arguments, run_on_cluster
 
 DATA_PARAMETER = "data_uri"  # the training pipeline's object-store entry (pipelines/training.py)
 OBJECT_STORE_SCHEMES = ("minio", "s3", "gs")  # what KFP's importer and launcher read
@@ -103,12 +96,11 @@ def submit_training(client, submission: TrainingSubmission) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command's options."""
     parser = argparse.ArgumentParser(prog="python -m ticketflow.pipelines.submit", description=__doc__.split("\n\n")[0])
-    add_connection_arguments(parser)
+    add_cluster_arguments(parser, pods="the run's pods")
     defaults = TrainingSubmission(data_uri="")
     parser.add_argument("--data", required=True, help="the export in the object store, e.g. minio://mlpipeline/x.csv")
     parser.add_argument("--experiment", default=defaults.experiment, help="KFP experiment (default: %(default)s)")
     parser.add_argument("--run-name", default="", help="the run's name (default: ticketflow-training <UTC time>)")
-    parser.add_argument("--service-account", default="", help="service account of the run's pods (default: KFP's)")
     return parser
 
 
@@ -122,13 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         namespace=args.namespace,
         service_account=args.service_account,
     )
-    try:
-        submission.validate()  # before any request
-        connection = connection_from(args)
-        run_id = submit_training(connect(connection), submission)
-    except cluster_errors() as exc:
-        print(f"error: {describe_error(exc, args.host)}", file=sys.stderr)
+    started = run_on_cluster(args, submission.validate, lambda client: submit_training(client, submission))
+    if started is None:
         return 1
+    connection, run_id = started
     print(f"training run {run_id} started: {connection.run_url(run_id)}")
     return 0
 

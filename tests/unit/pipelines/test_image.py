@@ -49,7 +49,11 @@ def base_containers() -> list[dict]:
 
 
 def kustomize_retag(image: str, entries: list[dict]) -> str:
-    """What the overlay's `images:` makes of `image` (name[:tag] or name@digest), as kustomize's transformer does."""
+    """What the overlay's `images:` makes of `image` (name[:tag] or name@digest), as kustomize's transformer does.
+
+    Written apart from `ticketflow.pipelines.image` on purpose: it is the reference the product's reader is checked
+    against. tests/integration/serving/test_manifests.py applies it to every container of an overlay.
+    """
     name, at, digest = image.partition("@")
     if at:
         suffix = f"@{digest}"
