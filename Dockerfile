@@ -27,9 +27,11 @@ RUN python3 -m venv "$VIRTUAL_ENV"
 # installs it. torch's CPU build first, from its own index; then requirements.txt, every package pinned (torch==2.13.0
 # among them, which the CPU build satisfies; none of the CUDA packages of torch's PyPI build). pip reads PIP_CERT from
 # the environment (build arguments are environment variables of RUN steps; empty means pip's default trust store).
+# torch alone from its index (--no-deps): its dependencies are pinned in the lock and come from the package index,
+# so a local or mirrored torch index needs only the torch wheel (pip check verifies the set).
 COPY requirements.txt /tmp/requirements/
 RUN if [ -n "$TORCH_INDEX_URL" ]; then \
-        pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" torch==2.13.0; \
+        pip install --no-cache-dir --no-deps --index-url "$TORCH_INDEX_URL" torch==2.13.0; \
     else \
         pip install --no-cache-dir torch==2.13.0; \
     fi \
@@ -62,8 +64,10 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation /app \
 # Kubeflow runs pipeline pods in its own namespace, out of reach of ConfigMaps and Secrets in the ticketflow namespace, so the image
 # selects it (pipeline parameters and pod env override single values). The addresses live in config.py only.
 ARG GIT_COMMIT=unknown
+# GIT_PYTHON_REFRESH: the image has no git; MLflow's GitPython would print a "Bad git executable" banner on every run.
 ENV TICKETFLOW_PROFILE=cluster \
-    TICKETFLOW_GIT_COMMIT=${GIT_COMMIT}
+    TICKETFLOW_GIT_COMMIT=${GIT_COMMIT} \
+    GIT_PYTHON_REFRESH=quiet
 
 USER 10001:10001
 EXPOSE 8080

@@ -289,8 +289,8 @@ def postgres_databases(log: Synthetic, feedback_rows: list[dict[str, Any]]) -> I
     import psycopg
     from psycopg import sql
 
-    from tests.postgres_server import PostgresServer
     from ticketflow.monitoring.database import engine_for
+    from ticketflow.pipelines.local_services import PostgresServer
 
     server, urls = PostgresServer(), {}
     try:
@@ -630,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     feedback_size = min(QUICK_FEEDBACK_ROWS if args.quick else FEEDBACK_ROWS, size // 10)
     command = "python -m benchmarks.bench_store" + (" --quick" if args.quick else "")
     run = run_facts(command, args.quick, ("sqlalchemy", "psycopg", "pandas"))
-    from tests.postgres_server import find_postgres_bin
+    from ticketflow.pipelines.local_services import find_postgres_bin
 
     postgres = not args.quick and find_postgres_bin() is not None
     details: dict[str, Any] = {"rows": size, "feedback_rows": feedback_size, "repeats": repeats, "backends": {}}

@@ -15,7 +15,6 @@ import csv
 import importlib.util
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import requests
 
 from ticketflow.components.config import TicketflowConfig, environment_with
+from ticketflow.pipelines.local_services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NEW_TOPIC = "HR Support"
@@ -56,13 +56,6 @@ def cli(home: Path, *args: str) -> dict:
         # The CLI's error names the task log and quotes the failed task's last lines.
         raise SystemExit(f"error: {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(home: Path, port: int, token: str) -> subprocess.Popen:

@@ -225,18 +225,20 @@ class TaskLog(io.TextIOBase):
         return kept[-count:]
 
 
-def init_local_runner(pipeline_root: Path) -> None:
-    """Points kfp.local's SubprocessRunner (in this environment, no venv per task) at `pipeline_root`.
+def init_local_runner(pipeline_root: Path, runner: object | None = None) -> None:
+    """Points a kfp.local runner at `pipeline_root`.
 
     Args:
         pipeline_root: Folder kfp.local creates a folder per run in (created when missing).
+        runner: A kfp.local runner; None is the SubprocessRunner in this environment (no venv per task), the
+            embedded default. `make smoke-containers` passes a DockerRunner (`ticketflow.pipelines.containers`).
     """
     from kfp import local
 
     pipeline_root.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore", message=re.escape(NON_PYTHON_IMAGE_WARNING), category=RuntimeWarning)
     warnings.filterwarnings("ignore", message=POD_RESOURCES_WARNING, category=UserWarning)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
 
 
 @contextlib.contextmanager
@@ -256,7 +258,9 @@ def _root_logging_to(stream: TextIO) -> Iterator[None]:
         root.setLevel(saved_level)
 
 
-def run_pipeline(pipeline, arguments: dict[str, object], pipeline_root: Path, verbose: bool = False) -> PipelineRun:
+def run_pipeline(
+    pipeline, arguments: dict[str, object], pipeline_root: Path, verbose: bool = False, runner: object | None = None
+) -> PipelineRun:
     """Runs a pipeline through kfp.local with its task logs in `<pipeline_root>/<run>/tasks.log`.
 
     Args:
@@ -264,6 +268,7 @@ def run_pipeline(pipeline, arguments: dict[str, object], pipeline_root: Path, ve
         arguments: The pipeline's parameters.
         pipeline_root: kfp.local's pipeline root (`<home>/runs`).
         verbose: Also stream the task logs to stderr.
+        runner: The kfp.local runner; None is the embedded default's SubprocessRunner (`init_local_runner`).
 
     Returns:
         The pipeline's output and where the run's artifacts and log are.
@@ -271,7 +276,7 @@ def run_pipeline(pipeline, arguments: dict[str, object], pipeline_root: Path, ve
     Raises:
         PipelineFailedError: A task failed; the message names the task log and quotes the failed task's last lines.
     """
-    init_local_runner(pipeline_root)
+    init_local_runner(pipeline_root, runner)
     progress = StepProgress(sys.stderr) if sys.stderr.isatty() and not verbose else None
     task_log = TaskLog(pipeline_root, copy_to=sys.stderr if verbose else None, progress=progress)
     started = datetime.now()

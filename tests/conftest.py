@@ -10,8 +10,8 @@ from typing import NoReturn
 
 import pytest
 
-from tests.postgres_server import PostgresServer, PostgresServerError, database_name, find_postgres_bin
 from ticketflow.components.config import TicketflowConfig
+from ticketflow.pipelines.local_services import PostgresServer, PostgresServerError, database_name, find_postgres_bin
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample_tickets.csv"

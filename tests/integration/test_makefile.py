@@ -169,10 +169,17 @@ def recipe_lines(*make_args: str) -> list[str]:
 
 
 def test_image_builds_the_overlays_image_and_retags_nothing() -> None:
-    lines = recipe_lines("image")
+    lines = recipe_lines("image", "CONTAINER=docker")
     build = next(line for line in lines if " build -t " in line)
     assert build.split()[:4] == ["docker", "build", "-t", overlay_image(ROOT / OVERLAY)]
     assert not any("ticketflow.pipelines.image" in line for line in lines)
+
+
+def test_smoke_containers_names_the_image_as_the_engine_lists_it_and_takes_pips_settings() -> None:
+    recipe = dry_run("smoke-containers", "CONTAINER=podman", "PIP_CERT=/ca.pem", "SKIP_BUILD=1").replace("\\\n", " ")
+    [line] = [line for line in recipe.splitlines() if "ticketflow.pipelines.smoke_containers" in line]
+    assert '--engine "podman"' in line and '--image "localhost/ticketflow:dev"' in line
+    assert '--pip-cert "/ca.pem"' in line and line.rstrip().endswith("--skip-build")
 
 
 @pytest.mark.parametrize("target", ["image", "compile", "deploy"])

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
-from tests.postgres_server import PostgresServer, database_name
+from ticketflow.pipelines.local_services import PostgresServer, database_name
 
 seen_urls: set[str] = set()  # postgres_url of each test_each_test_gets_its_own_empty_database case
 

@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tests.postgres_server import PostgresServer, find_postgres_bin
 from ticketflow.monitoring import database
 from ticketflow.monitoring.metrics import LOG_DROPPED
 from ticketflow.monitoring.request_log import BASE_COLUMNS, PredictionLog, PredictionRecord
+from ticketflow.pipelines.local_services import PostgresServer, find_postgres_bin
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)

@@ -49,7 +49,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from tests.conftest import SHARED_DATA, shared_file
-from tests.postgres_server import SERVICE_USER, PostgresServer
+from tests.unit.pipelines.test_image import kustomize_retag
 from ticketflow.components.config import CLUSTER_NAMESPACE, CLUSTER_PROFILE, PROFILES, TicketflowConfig
 from ticketflow.monitoring.cluster_manifests import (
     GRAFANA_DASHBOARDS_CONFIG_MAP,
@@ -58,6 +58,7 @@ from ticketflow.monitoring.cluster_manifests import (
     PROMETHEUS_CONFIG_MAP,
 )
 from ticketflow.pipelines import drift as drift_pipeline_module
+from ticketflow.pipelines.local_services import SERVICE_USER, PostgresServer
 from ticketflow.pipelines.schedule import DriftSchedule
 from ticketflow.serving.cli import build_serve_parser
 from ticketflow.serving.inference_service import (
@@ -261,29 +262,13 @@ def retag_images(obj: dict, images: list[dict]) -> dict:
     """Kustomize's `images:` on a copy of `obj`: the `image` of every item of a `containers` or `initContainers`
     list, at any depth (so an InferenceService's predictor too), whose name matches an entry."""
 
-    def retag(image: str) -> str:
-        name, at, digest = image.partition("@")
-        if not at:
-            head, colon, tag = image.rpartition(":")
-            name, suffix = (head, f":{tag}") if colon and "/" not in tag else (image, "")
-        else:
-            suffix = f"@{digest}"
-        entry = next((entry for entry in images if entry["name"] == name), None)
-        if entry is None:
-            return image
-        if "digest" in entry:
-            suffix = f"@{entry['digest']}"
-        elif "newTag" in entry:
-            suffix = f":{entry['newTag']}"
-        return entry.get("newName", name) + suffix
-
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 if key in ("containers", "initContainers") and isinstance(value, list):
                     for item in value:
                         if isinstance(item, dict) and "image" in item:
-                            item["image"] = retag(item["image"])
+                            item["image"] = kustomize_retag(item["image"], images)
                 walk(value)
         elif isinstance(node, list):
             for item in node:
@@ -897,6 +882,9 @@ def test_dockerfile_selects_the_cluster_profile_and_repeats_no_setting():
     }
     assert not [name for name in env if name.startswith("TICKETFLOW_") and name not in SETTINGS_VARIABLES]
     assert not [value for value in env.values() if "svc.cluster.local" in value]
+    # The image has no git: without this, MLflow's GitPython prints a "Bad git executable" banner in every step
+    # (seen in the step containers of `make smoke-containers`).
+    assert env["GIT_PYTHON_REFRESH"] == "quiet"
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     home = PROFILES[CLUSTER_PROFILE]["home"]
     assert f"mkdir -p {home}" in text and f"chown 10001:10001 {home}" in text  # the profile's state folder
@@ -908,6 +896,10 @@ def test_dockerfile_agrees_with_the_inference_service(no_serve_env):
     for arg in ("ARG BASE_IMAGE=python:3.11-slim", "ARG PIP_CERT=", "ARG TORCH_INDEX_URL=", "ARG GIT_COMMIT="):
         assert arg in text
     assert "torch==2.13.0" in text
+    # torch alone from its own index: a local or mirrored torch index holds only torch's wheel, and pip would look
+    # there for torch's dependencies too (`make smoke-containers` builds with a one-wheel index; they are locked).
+    [from_index] = re.findall(r"pip install [^;]*--index-url \"\$TORCH_INDEX_URL\"[^;]*;", text)
+    assert "--no-deps" in from_index and "torch==2.13.0" in from_index
     assert (
         text.index("torch==2.13.0")
         < text.index("-r /tmp/requirements/requirements.txt")

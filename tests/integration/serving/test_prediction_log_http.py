@@ -17,8 +17,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.serving.test_server import V1, Server
-from tests.postgres_server import PostgresServer, find_postgres_bin
 from ticketflow.monitoring.request_log import PredictionLog
+from ticketflow.pipelines.local_services import PostgresServer, find_postgres_bin
 
 TEXTS = [
     "My laptop cannot connect to the VPN since this morning",

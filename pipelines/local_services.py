@@ -1,4 +1,9 @@
-"""A throwaway PostgreSQL server for the tests: initdb in a temporary folder, pg_ctl on a free loopback port.
+"""Throwaway stand-ins for the cluster's services on 127.0.0.1: PostgreSQL, the MLflow tracking server, ChromaDB.
+
+The tests use `PostgresServer`; `make smoke-containers` (`ticketflow.pipelines.smoke_containers`) starts all three
+for the pipeline steps and the predictor that it runs in containers, which reach them over the host's network.
+
+PostgreSQL: initdb in a temporary folder, pg_ctl on a free loopback port.
 
 PostgreSQL refuses to run as root, and tests run as root here and in CI: as root, initdb and pg_ctl run as the
 `postgres` user (`runuser -u postgres --`) in a folder that user owns; otherwise they run as the current user.
@@ -12,13 +17,17 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
+import requests
 from psycopg import sql
 
 SERVICE_USER = "postgres"  # PostgreSQL's superuser and, when we are root, the system user that runs the server
@@ -28,8 +37,16 @@ LOG_TAIL_LINES = 30  # how much of the server log an error message quotes
 PORT_ATTEMPTS = 3  # free ports tried when the picked one is taken before the first start
 
 
+SERVICE_READY_TIMEOUT = 120.0  # seconds for an HTTP service to answer its health route (MLflow: ~25 s when busy)
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for a service's process group
+
+
 class PostgresServerError(RuntimeError):
     """initdb, pg_ctl or the first connection failed; the message quotes the command's output and the server log."""
+
+
+class ServiceError(RuntimeError):
+    """A service process exited or did not answer its health route in time; the message ends with its log."""
 
 
 def find_postgres_bin() -> Path | None:
@@ -233,7 +250,7 @@ class PostgresServer:
             command = ["runuser", "-u", SERVICE_USER, "--", *command]
         # cwd: the `postgres` user may not be allowed into the caller's working directory.
         try:
-            completed = subprocess.run(
+            completed = subprocess.run(  # nosec B603  # initdb or pg_ctl of the found installation
                 command, cwd=self._root(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
             )
         except subprocess.TimeoutExpired as error:
@@ -262,10 +279,7 @@ class PostgresServer:
                 time.sleep(0.1)
 
     def _log_tail(self) -> str:
-        if self.root is None or not self.log_path.is_file():
-            return "(no server log)"
-        lines = self.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-        return f"last lines of {self.log_path}:\n" + "\n".join(lines)
+        return "(no server log)" if self.root is None else _log_tail(self.log_path)
 
 
 def database_name(text: str, suffix: str) -> str:
@@ -282,3 +296,154 @@ def database_name(text: str, suffix: str) -> str:
     if not stem[0].isalpha():
         stem = f"db_{stem}"
     return f"{stem[: 62 - len(suffix)].rstrip('_')}_{suffix}"
+
+
+def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.is_file():
+        return f"(no log at {path})"
+    tail = path.read_text(errors="replace").splitlines()[-lines:]
+    return f"last lines of {path}:\n" + "\n".join(tail)
+
+
+class ServiceProcess:
+    """An HTTP server process in a session of its own, ready once its health route answers 200.
+
+    `stop()` signals the whole process group: `mlflow server` runs gunicorn or uvicorn workers and job consumers
+    that outlive a SIGTERM to the parent alone, so the group gets SIGTERM, then SIGKILL after `STOP_GRACE`.
+
+    Args:
+        name: What the messages call it, e.g. "MLflow".
+        command: The program and its arguments.
+        health_url: A URL that answers 200 once the service is ready.
+        log_path: Where its stdout and stderr go.
+        env: Its environment; None inherits this process's.
+    """
+
+    def __init__(
+        self, name: str, command: Sequence[str], health_url: str, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.name = name
+        self.command = list(command)
+        self.health_url = health_url
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = SERVICE_READY_TIMEOUT) -> ServiceProcess:
+        """Starts the process and waits until its health route answers 200.
+
+        Args:
+            timeout: Seconds to wait for the health route.
+
+        Returns:
+            self, for chaining.
+
+        Raises:
+            ServiceError: The process exited, or did not answer in time (it is stopped then).
+        """
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # nosec B603  # our own service commands, no shell
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServiceError(
+                    f"{self.name} exited with {self.process.returncode} before it was ready\n{_log_tail(self.log_path)}"
+                )
+            try:
+                if requests.get(self.health_url, timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass  # not listening yet
+            time.sleep(0.5)
+        self.stop()
+        raise ServiceError(
+            f"{self.name} did not answer {self.health_url} within {timeout:g} s\n{_log_tail(self.log_path)}"
+        )
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stops the whole process group: SIGTERM, then SIGKILL for whatever is left after `grace` seconds."""
+        if self.process is None:
+            return
+        group = self.process.pid  # start_new_session: the leader's pid is the group's id
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                break  # the group is gone
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _group_alive(group):
+                self.process.poll()  # reap the leader, or it stays a zombie member of the group
+                time.sleep(0.1)
+            if not _group_alive(group):
+                break
+        self.process.poll()
+        self.process = None
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _group_alive(group: int) -> bool:
+    """Whether any process is left in a process group (zombies of our own children aside: the caller reaps)."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _program(name: str) -> str:
+    """A console script of this environment (beside its Python), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else (shutil.which(name) or name)
+
+
+def mlflow_server(backend_store_uri: str, artifacts_dir: Path, port: int, log_path: Path) -> ServiceProcess:
+    """An MLflow tracking server that also serves the artifacts (`mlflow-artifacts:/` URIs), as on the cluster.
+
+    Args:
+        backend_store_uri: Its backend store, e.g. `postgresql+psycopg://postgres@127.0.0.1:5432/mlflow`.
+        artifacts_dir: Where the served artifacts are written.
+        port: TCP port on 127.0.0.1.
+        log_path: Its log file.
+
+    Returns:
+        The service, not started yet.
+    """
+    command = [
+        _program("mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(artifacts_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    return ServiceProcess("MLflow", command, f"http://127.0.0.1:{port}/health", log_path)
+
+
+def chroma_server(data_dir: Path, port: int, log_path: Path) -> ServiceProcess:
+    """A ChromaDB server keeping its data in `data_dir`.
+
+    Args:
+        data_dir: Its persistent folder.
+        port: TCP port on 127.0.0.1.
+        log_path: Its log file.
+
+    Returns:
+        The service, not started yet.
+    """
+    command = [_program("chroma"), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(data_dir)]
+    return ServiceProcess("ChromaDB", command, f"http://127.0.0.1:{port}/api/v2/heartbeat", log_path)
