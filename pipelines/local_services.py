@@ -374,10 +374,10 @@ class ServiceProcess:
             except ProcessLookupError:
                 break  # the group is gone
             deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and _group_alive(group):
+            while time.monotonic() < deadline and group_alive(group):
                 self.process.poll()  # reap the leader, or it stays a zombie member of the group
                 time.sleep(0.1)
-            if not _group_alive(group):
+            if not group_alive(group):
                 break
         self.process.poll()
         self.process = None
@@ -389,7 +389,7 @@ class ServiceProcess:
         self.stop()
 
 
-def _group_alive(group: int) -> bool:
+def group_alive(group: int) -> bool:
     """Whether any process is left in a process group (zombies of our own children aside: the caller reaps)."""
     try:
         os.killpg(group, 0)

@@ -6,14 +6,13 @@ ignores SIGTERM and has a child doing the same, answering a health route like th
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 
 import pytest
 import requests
 
-from ticketflow.pipelines.local_services import ServiceError, ServiceProcess, chroma_server, free_port
+from ticketflow.pipelines.local_services import ServiceError, ServiceProcess, chroma_server, free_port, group_alive
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +36,6 @@ STUBBORN_SERVER = textwrap.dedent(
     http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
     """
 )
-
-
-def group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_group_that_ignores_sigterm_is_killed_whole(tmp_path):
