@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -83,6 +83,17 @@ def expect(condition: bool, message: str) -> None:
 def step(message: str) -> None:
     """A progress line on the terminal (stderr: stdout ends with the JSON result)."""
     print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+def stopping(name: str, stop) -> Callable[[], None]:
+    """A clean-up callback that says what it stopped and how long that took."""
+
+    def timed_stop() -> None:
+        started = time.perf_counter()
+        stop()
+        step(f"stopped {name} in {time.perf_counter() - started:.1f} s")
+
+    return timed_stop
 
 
 class SmokeReport:
@@ -237,16 +248,16 @@ class Services:
 
     def __init__(self, folder: Path, cleanup: contextlib.ExitStack) -> None:
         self.postgres = PostgresServer()
-        cleanup.callback(self.postgres.cleanup)
+        cleanup.callback(stopping("PostgreSQL", self.postgres.cleanup))
         self.postgres.start()
         self.postgres.create_database("mlflow")
         self.database_url = self.postgres.create_database("ticketflow")
         self.mlflow = mlflow_server(
             self.postgres.url("mlflow"), folder / "mlflow-artifacts", free_port(), folder / "mlflow.log"
         )
-        cleanup.callback(self.mlflow.stop)
+        cleanup.callback(stopping("MLflow", self.mlflow.stop))
         self.chroma = chroma_server(folder / "chroma", free_port(), folder / "chroma.log")
-        cleanup.callback(self.chroma.stop)
+        cleanup.callback(stopping("ChromaDB", self.chroma.stop))
         self.chroma.start()
         self.mlflow.start()
         self.mlflow_url = self.mlflow.health_url.removesuffix("/health")
@@ -361,7 +372,7 @@ class Predictor:
             capture_output=True,
             timeout=120,
         )
-        cleanup.callback(self.remove)
+        cleanup.callback(stopping("the predictor container", self.remove))
 
     def logs(self, lines: int = 30) -> str:
         """The container's last log lines."""
@@ -517,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                 build_image(args, engine, work, evidence)
             with report.stage("services") as evidence:
                 services = Services(work, cleanup)
+                cleanup.callback(step, "stopped the engine's API service")  # runs after the service's exit below
                 docker_host = cleanup.enter_context(engine.api(work))
                 if docker_host:  # kfp.local's DockerRunner calls docker.from_env(), which reads DOCKER_HOST
                     os.environ["DOCKER_HOST"] = docker_host
@@ -544,7 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # the report names the failed stage; the trace goes to stderr
         traceback.print_exc()
     finally:
+        started = time.perf_counter()
         shutil.rmtree(work, ignore_errors=True)
+        step(f"removed {work} in {time.perf_counter() - started:.1f} s")
     print(report.to_json(), flush=True)
     return 0 if report.ok and len(report.stages) == 5 else 1
 
