@@ -579,16 +579,17 @@ class _Writer:
             with write_transaction(engine) as connection:
                 connection.execute(_upsert(engine.dialect.name), [_row(record) for record in latest.values()])
         except Exception:
-            self.failures += 1
-            LOG_WRITE_FAILURES.inc()
-            forget_schema(self.url)  # the database may come back empty: check the tables again before the retry
+            # Logged before it is counted: whoever sees the count (a test, a metric scrape) finds the log line too.
             log.exception(
                 "prediction log %s: writing %d records failed (failure %d); keeping %d records for a retry",
                 self.name,
                 len(batch),
-                self.failures,
+                self.failures + 1,
                 len(self.buffer),
             )
+            forget_schema(self.url)  # the database may come back empty: check the tables again before the retry
+            LOG_WRITE_FAILURES.inc()
+            self.failures += 1
             return False
         LOG_WRITTEN.inc(len(batch))
         return True
