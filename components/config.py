@@ -348,6 +348,18 @@ def environment_with(**fields: object) -> dict[str, str]:
     return {**os.environ, **_variables(fields)}
 
 
+def export_library_variable(name: str, value: str) -> None:
+    """Sets a variable that another library reads itself, not a ticketflow setting, here and in later children.
+
+    E.g. DOCKER_HOST, through which kfp.local's DockerRunner (the docker SDK's `from_env()`) finds the engine.
+
+    Args:
+        name: The variable.
+        value: Its value.
+    """
+    os.environ[name] = value
+
+
 def export_to_environment(**fields: object) -> None:
     """Sets `fields` in this process's environment, for `from_env()` here and in every child started later.
 

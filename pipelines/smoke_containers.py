@@ -38,7 +38,12 @@ from pathlib import Path
 import psycopg
 import requests
 
-from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.config import (
+    TicketflowConfig,
+    environment_with,
+    export_library_variable,
+    export_to_environment,
+)
 from ticketflow.pipelines.containers import (
     PIP_CERT_MOUNT,
     TORCH_INDEX_MOUNT,
@@ -67,7 +72,6 @@ RELOAD_SECONDS = 5  # the predictor container's reload interval: how soon it not
 (VECTOR_STORE_VARIABLE,) = TicketflowConfig.env_names("vector_store_uri")
 (DATABASE_VARIABLE,) = TicketflowConfig.env_names("prediction_log_uri")
 (TOKEN_VARIABLE,) = TicketflowConfig.env_names("api_token")
-(IMAGE_VARIABLE,) = TicketflowConfig.env_names("image")
 
 
 class SmokeCheckError(AssertionError):
@@ -360,14 +364,14 @@ class Predictor:
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_urlsafe(16)
         self.name = f"ticketflow-smoke-predictor-{os.getpid()}"
-        variables = {**environment, TOKEN_VARIABLE: self.token}
-        # `-e NAME` takes the value from the engine command's own environment: the token stays off the command line.
-        options = [arg for name in variables for arg in ("-e", name)]
+        # The addresses inline; the token from the engine command's own environment (`-e NAME` without a value),
+        # so that it stays off a command line that `ps` shows.
+        options = [arg for name, value in environment.items() for arg in ("-e", f"{name}={value}")]
         serve = ["ticketflow", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        command = [*engine.command, "run", "-d", "--name", self.name, "--network=host", *options, image, *serve]
+        command = [*engine.command, "run", "-d", "--name", self.name, "--network=host", *options, "-e", TOKEN_VARIABLE]
         subprocess.run(  # nosec B603  # the engine's own CLI, arguments as a list
-            [*command, "--reload-interval", str(RELOAD_SECONDS)],
-            env={**os.environ, **variables},
+            [*command, image, *serve, "--reload-interval", str(RELOAD_SECONDS)],
+            env=environment_with(api_token=self.token),
             check=True,
             capture_output=True,
             timeout=120,
@@ -516,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the smoke test; the exit status is 0 only when every stage passed."""
     args = parse_args(argv)
     # Compile-time image of every step (ticketflow.components.kfp reads it at import, below in the stages).
-    os.environ[IMAGE_VARIABLE] = args.image
+    export_to_environment(image=args.image)
     if args.keep_logs:
         Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
     report = SmokeReport()
@@ -531,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
                 cleanup.callback(step, "stopped the engine's API service")  # runs after the service's exit below
                 docker_host = cleanup.enter_context(engine.api(work))
                 if docker_host:  # kfp.local's DockerRunner calls docker.from_env(), which reads DOCKER_HOST
-                    os.environ["DOCKER_HOST"] = docker_host
+                    export_library_variable("DOCKER_HOST", docker_host)
                 evidence.update(mlflow=services.mlflow_url, chroma=services.chroma_url, postgres=services.postgres.port)
             root = writable_pipeline_root(work / "pipeline-root")
             with report.stage("training") as evidence:
