@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -73,6 +74,27 @@ def sample_csv() -> Path:
 def cfg(tmp_path: Path) -> TicketflowConfig:
     """A configuration whose state (MLflow, ChromaDB) lives under tmp_path."""
     return TicketflowConfig(home=str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow sqlite store whose schema MLflow has already created: copy it (`seed_mlflow_store`).
+
+    A fresh store runs MLflow's schema migrations, seconds on an idle machine and far more on a busy one; the
+    tests that each need a new, empty store copy this one instead of migrating again. It holds what a new store
+    holds (the Default experiment); ticketflow's experiment is created on first use, with the home's artifact root.
+    """
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty-mlflow") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates the tables
+    return path
+
+
+def seed_mlflow_store(home: Path, empty_db: Path) -> None:
+    """Gives `home` its own empty MLflow store (`<home>/mlflow.db`, the default tracking URI), a copy of `empty_db`."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_db, home / "mlflow.db")
 
 
 @pytest.fixture(scope="session")

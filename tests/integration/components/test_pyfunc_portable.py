@@ -21,7 +21,12 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.conftest import ROOT
-from tests.integration.components.test_register import Fixture, data, train_and_register  # noqa: F401 - `data` is a fixture
+from tests.integration.components.test_register import (  # noqa: F401 - `cfg` and `data` are fixtures
+    Fixture,
+    cfg,
+    data,
+    train_and_register,
+)
 from ticketflow.components.config import TicketflowConfig
 from ticketflow.components.prepare import TEXT
 from ticketflow.components.register import PYFUNC_PACKAGES
@@ -72,7 +77,7 @@ def run_bare(python: Path, cwd: Path, *args: str, stdin: str = "") -> subprocess
 
 def test_registered_model_predicts_without_ticketflow_installed(
     data: Fixture,  # noqa: F811 - the fixture imported above
-    cfg: TicketflowConfig,
+    cfg: TicketflowConfig,  # noqa: F811 - the fixture imported above
     bare_python: Path,
     tmp_path: Path,
 ) -> None:

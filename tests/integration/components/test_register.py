@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, seed_mlflow_store
 from ticketflow.components.champion import (
     alias_version,
     load_champion,
@@ -68,6 +68,13 @@ def train_and_register(
         model, evaluation, data.train, data.test, data.test_vectors, fingerprint, cfg, artifacts={}
     )
     return registration, evaluation
+
+
+@pytest.fixture
+def cfg(cfg: TicketflowConfig, empty_mlflow_db: Path) -> TicketflowConfig:
+    """The shared `cfg` (state under tmp_path), its MLflow store a fresh copy of an empty, migrated one."""
+    seed_mlflow_store(Path(cfg.home), empty_mlflow_db)
+    return cfg
 
 
 @pytest.fixture

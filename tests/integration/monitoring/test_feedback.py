@@ -4,11 +4,10 @@ atomicity, the review queue, live accuracy, the CLI."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,8 +23,8 @@ from ticketflow.monitoring.feedback import (
     review_items,
 )
 from ticketflow.monitoring.request_log import PredictionLog, PredictionRecord
+from ticketflow.pipelines.cli import main as cli_main
 
-ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 
 # ticket id -> (category, priority, category confidence, priority confidence, needs_review)
@@ -327,19 +326,28 @@ def test_the_feedback_shares_the_prediction_logs_database(database: str) -> None
     assert {"predictions", "feedback", "ticketflow_schema_version"} <= set(tables)
 
 
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETFLOW_")}
-    return subprocess.run(
-        [sys.executable, "-m", "ticketflow.pipelines.cli", "--home", str(home), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture) -> Callable[..., subprocess.CompletedProcess]:
+    """`ticketflow --home HOME ...` through the CLI's entry point in this process: its exit code and output.
+
+    Eight interpreters importing the CLI would prove nothing more; the console script's own exit codes are
+    tests/unit/pipelines/test_cli.py's. No TICKETFLOW_ variable is set (the autouse `isolated_environment`).
+    """
+
+    def run(home: Path, *args: str) -> subprocess.CompletedProcess:
+        argv = ["--home", str(home), *args]
+        capsys.readouterr()  # only this command's output
+        try:
+            code = cli_main(argv)
+        except SystemExit as exited:  # argparse's wrong usage
+            code = exited.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, out, err)
+
+    return run
 
 
-def test_cli_feedback_and_review_queue(tmp_path: Path) -> None:
+def test_cli_feedback_and_review_queue(tmp_path: Path, cli: Callable[..., subprocess.CompletedProcess]) -> None:
     home = tmp_path / "home"
     make_log(f"sqlite:///{home / 'predictions.db'}")
 

@@ -22,7 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from tests.conftest import SAMPLE, missing
+from tests.conftest import SAMPLE, missing, seed_mlflow_store
 from tests.integration.monitoring.test_observability import (
     DASHBOARDS,
     PROMETHEUS_DIR,
@@ -125,12 +125,15 @@ def test_every_metric_the_alerts_and_the_dashboard_name_is_exported(
     assert values(pushed, RETRAIN_SERIES, result="failed") == [1]
 
 
-def test_a_failed_retraining_run_is_counted_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_retraining_run_is_counted_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_mlflow_db: Path
+) -> None:
     """The retraining pipeline on a home without a champion: its first step fails, its exit task counts it."""
     from ticketflow.pipelines.drift import retraining_pipeline
     from ticketflow.pipelines.local_runner import PipelineFailedError, run_pipeline
 
     state = tmp_path / "home"
+    seed_mlflow_store(state, empty_mlflow_db)  # an empty registry, without waiting for MLflow's migrations
     monkeypatch.setenv("TICKETFLOW_HOME", str(state))  # kfp.local's task processes inherit the environment
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the registry under that home, no other
     with pytest.raises(PipelineFailedError, match="assemble-retraining-data") as failure:

@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from tests.conftest import ROOT
+from tests.integration.conftest import TrainedRun, copy_trained_home
 from ticketflow.components.config import TicketflowConfig
 from ticketflow.monitoring.request_log import PredictionLog
 from ticketflow.pipelines.compile_yaml import compile_to
@@ -46,25 +47,27 @@ def run_cli(home: Path, *args: str, prediction_log: str = "") -> dict:
     return json.loads(run_cli_process(home, *args, prediction_log=prediction_log).stdout.strip().splitlines()[-1])
 
 
-def replay(home: Path, texts: list[str], prefix: str, prediction_log: str = "") -> None:
+def replay(home: Path, traffic: list[tuple[list[str], str]], prediction_log: str = "") -> None:
+    """The champion answers each (texts, request id prefix) in turn, in batches of 32, logging every answer."""
     cfg = TicketflowConfig(home=str(home), prediction_log_uri=prediction_log)
     log = PredictionLog(cfg.prediction_log)
     model = TicketClassifier("ticket-classifier", cfg, request_log=log)
     model.load()
-    for start in range(0, len(texts), 32):
-        model.answer(model.loaded, TicketBatch(texts[start : start + 32], f"{prefix}-{start}", "v1"))
+    for texts, prefix in traffic:
+        for start in range(0, len(texts), 32):
+            model.answer(model.loaded, TicketBatch(texts[start : start + 32], f"{prefix}-{start}", "v1"))
     log.close()
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("drift-home")
-    assert run_cli(home, "run")["champion"] is True
-    return home
+def home(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's trained home (tests/integration/conftest.py): a champion on the bundled sample."""
+    assert trained_run.summary["champion"] is True
+    return copy_trained_home(trained_run.home, tmp_path_factory, "drift-home")
 
 
 def test_too_little_traffic_gives_not_enough_data_and_no_retrain(home: Path) -> None:
-    replay(home, ["printer jammed on floor two", "vpn drops every hour"] * 10, "few")
+    replay(home, [(["printer jammed on floor two", "vpn drops every hour"] * 10, "few")])
     # -v after the subcommand: the task logs go to stderr as well as to the run's tasks.log, never to stdout.
     proc = run_cli_process(home, "drift", "--window-records", "20", "-v")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -88,8 +91,9 @@ def test_shifted_traffic_is_detected_and_retrains_behind_the_gate(
     # The predictor logs to PostgreSQL and the drift run reads it back from there, as on a cluster.
     source = pd.read_csv(customer_support_csv)
     german = source[source["language"] == "de"].head(150)
-    replay(home, ["printer jammed on floor two"] * 40, "old", prediction_log=postgres_url)  # outside the window
-    replay(home, (german["subject"].fillna("") + " " + german["body"].fillna("")).tolist(), "de", postgres_url)
+    old = ["printer jammed on floor two"] * 40  # answered first: outside the window
+    shifted = (german["subject"].fillna("") + " " + german["body"].fillna("")).tolist()
+    replay(home, [(old, "old"), (shifted, "de")], prediction_log=postgres_url)
     assert len(PredictionLog(postgres_url)) == 190
     summary = run_cli(home, "drift", "--window-records", "150", prediction_log=postgres_url)
     assert summary["drift_detected"] is True, summary["scores"]

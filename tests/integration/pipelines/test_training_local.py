@@ -1,8 +1,9 @@
 """The whole training pipeline through kfp.local (SubprocessRunner), as `make run` runs it.
 
 Real parts: the CLI in a subprocess, kfp.local, a sqlite MLflow store, a persistent ChromaDB, the bundled
-embedding model. Tests in this module share one state folder and run in order (first run, then a second
-run on the same data, then batch scoring and alias moves).
+embedding model. The first run is the session's one training run on a fresh home (`trained_run`,
+tests/integration/conftest.py), whose output and registrations are checked here; the tests then share a copy of
+its state folder and run in order (a second run on the same data, then batch scoring and alias moves).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import ROOT, SAMPLE
+from tests.integration.conftest import TrainedRun, copy_trained_home
 from ticketflow.components.champion import HISTORY_TAG
 from ticketflow.components.store import VectorStore, cache_collection_name
+from ticketflow.pipelines import cli
 
 MODEL = "ticket-classifier"
 
@@ -44,8 +47,9 @@ def champion_of(client: MlflowClient) -> str:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("ticketflow-home")
+def home(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's copy of the first run's state folder: the second run and the alias moves change it."""
+    return copy_trained_home(trained_run.home, tmp_path_factory, "ticketflow-home")
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +59,9 @@ def client(home: Path) -> MlflowClient:
 
 
 @pytest.fixture(scope="module")
-def first_proc(home: Path) -> subprocess.CompletedProcess:
-    return run_cli(home, "run")
+def first_proc(trained_run: TrainedRun) -> subprocess.CompletedProcess:
+    """`ticketflow run` on a fresh home: the session's training run."""
+    return trained_run.proc
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +133,15 @@ def test_rejected_rows_are_kept_as_an_artifact(first_run: dict) -> None:
     )
 
 
-def test_registered_version_carries_aliases_tags_and_reference(first_run: dict, client: MlflowClient) -> None:
+def test_registered_version_carries_aliases_tags_and_reference(
+    first_run: dict, client: MlflowClient, trained_run: TrainedRun
+) -> None:
     version = client.get_model_version(MODEL, "1")
     assert set(version.aliases) == {"champion", "challenger"}
     assert version.tags["gate.decision"] == "promoted"
     assert version.tags["collection"].startswith("tickets-")
     run = client.get_run(first_run["run_id"])
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    assert run.data.tags["mlflow.source.git.commit"] == commit
+    assert run.data.tags["mlflow.source.git.commit"] == trained_run.commit  # HEAD when the run started
     assert run.data.metrics["category.macro_f1"] == pytest.approx(
         first_run["metrics"]["category"]["macro_f1"], abs=1e-4
     )
@@ -221,19 +227,27 @@ def test_predict_scores_a_file_with_the_champion(first_run: dict, home: Path, tm
     assert set(scored["needs_review"].astype(str)) <= {"True", "False"}
 
 
-def test_promote_and_rollback_move_the_champion(first_run: dict, home: Path, client: MlflowClient) -> None:
-    promoted = run_cli(home, "promote", "--version", "2")
-    assert promoted.returncode == 0, promoted.stderr
+def test_promote_and_rollback_move_the_champion(
+    first_run: dict, home: Path, client: MlflowClient, capsys: pytest.CaptureFixture
+) -> None:
+    # The CLI's own entry point in this process: four interpreters importing MLflow would prove nothing more
+    # (the console script's exit codes are tests/unit/pipelines/test_cli.py's).
+    def ticketflow(*args: str) -> tuple[int, str]:
+        code = cli.main(["--home", str(home), *args])
+        return code, capsys.readouterr().err
+
+    promoted, err = ticketflow("promote", "--version", "2")
+    assert promoted == 0, err
     assert champion_of(client) == "2"
     assert client.get_model_version(MODEL, "2").tags["gate.decision"] == "promoted by hand"
     assert json.loads(client.get_registered_model(MODEL).tags[HISTORY_TAG]) == ["1", "2"]
-    rolled = run_cli(home, "rollback")
-    assert rolled.returncode == 0, rolled.stderr
+    rolled, err = ticketflow("rollback")
+    assert rolled == 0, err
     assert champion_of(client) == "1"
-    again = run_cli(home, "rollback")
-    assert again.returncode == 1 and "nothing to roll back" in again.stderr
-    missing = run_cli(home, "promote", "--version", "99")
-    assert missing.returncode == 1 and "no version '99'" in missing.stderr
+    again, err = ticketflow("rollback")
+    assert again == 1 and "nothing to roll back" in err
+    missing, err = ticketflow("promote", "--version", "99")
+    assert missing == 1 and "no version '99'" in err
 
 
 def test_unusable_file_fails_with_one_clear_message(tmp_path: Path) -> None:

@@ -42,9 +42,9 @@ def free_port() -> int:
 
 
 class Server:
-    """A predictor subprocess; `url` is its base URL."""
+    """A predictor subprocess; `url` is its base URL. Ready when constructed, unless `wait=False`."""
 
-    def __init__(self, home: Path, reload_interval: float = 0, **env: str) -> None:
+    def __init__(self, home: Path, reload_interval: float = 0, wait: bool = True, **env: str) -> None:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -65,6 +65,11 @@ class Server:
             stdout=self.log_path.open("w"),
             stderr=subprocess.STDOUT,
         )
+        if wait:
+            self.wait_until_ready()
+
+    def wait_until_ready(self) -> None:
+        """Returns once the model answers ready; kills the process and raises when it exits or never does."""
         deadline = time.time() + 240  # loading takes 10-20 s; far more on a machine busy with other work
         while time.time() < deadline:
             if self.proc.poll() is not None:

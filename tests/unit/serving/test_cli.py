@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, seed_mlflow_store
 from ticketflow.serving.cli import add_serve_arguments, build_serve_parser
 
 SERVE_ENV = ("HOST", "PORT", "TICKETFLOW_MODEL_NAME", "TICKETFLOW_MODEL_ALIAS", "TICKETFLOW_MODEL_DIR")
@@ -163,8 +163,9 @@ def test_the_module_refuses_an_unknown_option_before_loading_anything(tmp_path: 
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
-def test_nothing_to_serve_keeps_the_server_up_not_ready_with_the_reason(tmp_path: Path) -> None:
+def test_nothing_to_serve_keeps_the_server_up_not_ready_with_the_reason(tmp_path: Path, empty_mlflow_db: Path) -> None:
     """No champion is no reason to exit (a crash loop on a cluster): live, not ready, and it says why."""
+    seed_mlflow_store(tmp_path, empty_mlflow_db)  # an empty registry, without waiting for MLflow's migrations
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
