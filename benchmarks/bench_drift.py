@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     results, report_path = output_paths(args)
     import torch
 
-    from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL
-    from ticketflow.components.embed import VectorStore, embed_with_cache, load_sentence_model
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.components.embed import EncoderSpec, VectorStore, embed_with_cache
     from ticketflow.components.prepare import text_hash
     from ticketflow.monitoring.drift import check_drift
 
@@ -87,16 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     reference = frame.iloc[order[:size]].reset_index(drop=True)
     current = frame.iloc[order[size : 2 * size]].reset_index(drop=True)
     run = run_facts("python -m benchmarks.bench_drift" + (" --quick" if args.quick else ""), args.quick, ("evidently",))
-    encoder = load_sentence_model(BUNDLED_EMBEDDING_MODEL)
+    spec = EncoderSpec.from_config(TicketflowConfig())  # `make run`'s encoder
+    encoder = spec.load()
     parts: dict[str, list[float]] = {"vectors": [], "statistics": []}
     with tempfile.TemporaryDirectory() as tmp, measure() as load:
         store = VectorStore(str(Path(tmp) / "chroma"))
 
         def vectors(tickets: pd.DataFrame) -> np.ndarray:
             texts = tickets["text"].tolist()
-            return embed_with_cache(
-                texts, [text_hash(t) for t in texts], BUNDLED_EMBEDDING_MODEL, store, 64, model=encoder
-            )[0]
+            return embed_with_cache(texts, [text_hash(t) for t in texts], spec, store, 64, model=encoder)[0]
 
         say(f"storing vectors for {2 * size} tickets of {shown(path)} (cold encode, once)")
         started = time.perf_counter()

@@ -207,7 +207,7 @@ def in_process(clf, texts: list[str], quick: bool) -> dict[str, dict[str, list[f
     from ticketflow.serving.predictor import TicketBatch
 
     loaded, half = clf.loaded, len(texts) // 2
-    encoder = loaded.model.encoder(clf.cfg.serving_embedding_backend)
+    encoder = loaded.model.encoder()
 
     def answer(batch: list[str]) -> None:
         clf.answer(loaded, TicketBatch(batch, "bench", "v1"))

@@ -8,8 +8,9 @@
    trained on the run's own train split; macro-F1 and accuracy per target, per language where there is one.
 2. Pipeline wall time on the IT service tickets: cold (empty vector store), then warm (same home: vectors reused),
    with per-step times from the run's `tasks.log`.
-3. The embed step (`embed_with_cache`, fresh store) against bare `SentenceTransformer.encode` on the same texts,
-   batch size and torch threads, in interleaved repeats; and the warm step (every vector reused).
+3. The embed step (`embed_with_cache`, fresh store, `make run`'s encoder) against a bare fp32
+   `SentenceTransformer.encode` on the same texts, batch size and threads, in interleaved repeats; and the warm
+   step (every vector reused).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ QUICK_DATASETS = {"sample": (ROOT / "data" / "sample_tickets.csv", False)}
 BASELINE_CS = (1, 4, 16)
 BASELINE_MAX_ITER = 5000
 EMBED_BATCH = 64
-EMBED_GOAL = 0.9  # the embed step keeps at least this share of bare encode's throughput
+COLD_PIPELINE_LIMIT = 600.0  # seconds: the cold pipeline on the 38k it_service tickets, on 2 cores (issue 14)
+EMBED_GOAL = 2.0  # the embed step at least twice bare fp32 encode's throughput: half its time (issue 14)
 SEED = 42
 # Environment that would point a CLI run at another home, store or model than its fresh one.
 FOREIGN_ENV = ("TICKETFLOW_HOME", "MLFLOW_TRACKING_URI", "TICKETFLOW_VECTOR_STORE", "TICKETFLOW_EMBEDDING_MODEL")
@@ -170,12 +172,13 @@ def embed_throughput(texts: list[str], threads: int, repeats: int, scratch: Path
     """Tickets/s of bare encode, of the embed step with a fresh store, and of the step with every vector stored."""
     import torch
 
-    from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL
-    from ticketflow.components.embed import VectorStore, embed_with_cache, load_sentence_model
+    from ticketflow.components.config import TicketflowConfig
+    from ticketflow.components.embed import EncoderSpec, VectorStore, embed_with_cache, load_sentence_model
     from ticketflow.components.prepare import text_hash
 
     torch.set_num_threads(threads)
-    model = load_sentence_model(BUNDLED_EMBEDDING_MODEL)
+    spec = EncoderSpec.from_config(TicketflowConfig())  # `make run`'s encoder, built for this many threads
+    model, encoder = load_sentence_model(spec.model), spec.load()
     hashes = [text_hash(t) for t in texts]
     stores = [VectorStore(tempfile.mkdtemp(prefix=f"store-{threads}t-", dir=scratch)) for _ in range(repeats)]
     model.encode(texts[: 2 * EMBED_BATCH], batch_size=EMBED_BATCH, show_progress_bar=False)  # warm-up, untimed
@@ -186,7 +189,7 @@ def embed_throughput(texts: list[str], threads: int, repeats: int, scratch: Path
         )
 
     def step(i: int) -> None:
-        embed_with_cache(texts, hashes, BUNDLED_EMBEDDING_MODEL, stores[i], EMBED_BATCH, model=model)
+        embed_with_cache(texts, hashes, spec, stores[i], EMBED_BATCH, model=encoder)
 
     seconds = interleaved({"bare": bare, "step": step}, repeats)
     seconds |= interleaved({"warm": step}, repeats)  # the same stores again: every vector is reused
@@ -213,24 +216,39 @@ def report(datasets: dict[str, dict], embeds: list[dict]) -> tuple[list[dict], l
         summary.append(
             figure(f"pipeline wall time, {first['name']}, warm", warm, "s", baseline=cold, baseline_label="cold")
         )
-    for name, ds in datasets.items():
-        figures.append(figure(f"pipeline wall time, {name}, cold", ds["runs"][0]["seconds"], "s"))
+    for number, (name, ds) in enumerate(datasets.items()):
+        cold = ds["runs"][0]["seconds"]
+        if number == 0:  # the 38k it_service tickets: the whole cold pipeline under 10 minutes (issue 14)
+            limit = COLD_PIPELINE_LIMIT
+            summary.append(
+                figure(
+                    f"pipeline wall time, {name}, cold",
+                    cold,
+                    "s",
+                    baseline=limit,
+                    baseline_label="limit",
+                    goal=f"< {limit:.0f} s",
+                    met=cold < limit,
+                )
+            )
+        else:
+            figures.append(figure(f"pipeline wall time, {name}, cold", cold, "s"))
     for e in embeds:
         tps, n, threads = e["tickets_per_s"], e["texts"], e["threads"]
         ratio = tps["step"] / tps["bare"]
         summary.append(
             figure(
-                f"embed step, fresh store, {n} texts, {threads} torch thread(s)",
+                f"embed step, fresh store, {n} texts, {threads} thread(s)",
                 tps["step"],
                 "tickets/s",
                 baseline=tps["bare"],
-                baseline_label="bare encode",
+                baseline_label="bare fp32 encode",
                 goal=f"≥ {EMBED_GOAL}",
                 met=ratio >= EMBED_GOAL,
             )
         )
         label = f"embed step, every vector stored, {n} texts, {threads} thread(s)"
-        figures.append(figure(label, tps["warm"], "tickets/s", baseline=tps["bare"], baseline_label="bare encode"))
+        figures.append(figure(label, tps["warm"], "tickets/s", baseline=tps["bare"], baseline_label="bare fp32 encode"))
     notes = [
         "- Quality: the model each `ticketflow run` registered, scored on that run's own test split (stratified "
         "on the category, test_size 0.2, seed 42), against `TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)` "
@@ -239,9 +257,10 @@ def report(datasets: dict[str, dict], embeds: list[dict]) -> tuple[list[dict], l
         "- Wall time: the CLI subprocess on a fresh home (cold: every vector encoded), then again on the same home "
         "(warm: vectors reused from ChromaDB; a second model version is trained and registered). Step times: "
         "`details.datasets.*.runs[].steps` in the JSON.",
-        "- Embed step: `embed_with_cache` with a new `VectorStore` per repeat against bare "
-        f"`SentenceTransformer.encode` (the call the step makes), batch size {EMBED_BATCH}, interleaved repeats; "
-        "*every vector stored* repeats the step on the same stores.",
+        "- Embed step: `embed_with_cache` with a new `VectorStore` per repeat and `make run`'s encoder (int8 ONNX "
+        "Runtime, one text per run) against a bare fp32 `SentenceTransformer.encode` (which sorts all the texts by "
+        f"length itself), batch size {EMBED_BATCH}, interleaved repeats; the texts are a random sample of the test "
+        "split; *every vector stored* repeats the step on the same stores.",
     ]
     return summary, figures, notes
 

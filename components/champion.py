@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.embed import EncoderSpec
 from ticketflow.components.evaluate import evaluate_model
 from ticketflow.components.gate import GateDecision, comparable, decide
 from ticketflow.components.model import TicketModel
@@ -73,7 +74,7 @@ def score_on_test_set(
     model: TicketModel,
     test: pd.DataFrame,
     test_vectors: np.ndarray,
-    vectors_model: str,
+    vectors_encoder: EncoderSpec,
     target_precision: float,
     store=None,
 ) -> float:
@@ -83,18 +84,20 @@ def score_on_test_set(
         model: The model to score (here: the champion).
         test: Test split with `text` and the label columns.
         test_vectors: The test texts' vectors, row-aligned, as the embed step computed them.
-        vectors_model: The embedding model that computed `test_vectors`.
+        vectors_encoder: The encoder that computed `test_vectors`.
         target_precision: Precision the review thresholds must reach (part of the evaluation).
         store: Vector store, to reuse cached vectors when the model embeds with another embedding model.
 
     Returns:
         Mean macro-F1 over the model's targets that the test set labels, 0–1.
     """
-    if model.embedding_model == vectors_model:
+    if model.encoder_spec == vectors_encoder:
         vectors = test_vectors
     else:
         log.info(
-            "gate: champion embeds with %s, not %s: re-embedding the test set", model.embedding_model, vectors_model
+            "gate: champion encodes with %s, not %s: re-embedding the test set",
+            model.encoder_spec.key,
+            vectors_encoder.key,
         )
         vectors = model.embed(test[TEXT].tolist(), store)
     return evaluate_model(model, test, vectors, target_precision).mean_macro_f1
@@ -149,7 +152,7 @@ def gate_version(
         champion_score = None
         if comparable(model.label_sets, champion_model.label_sets):
             champion_score = score_on_test_set(
-                champion_model, test, test_vectors, model.embedding_model, cfg.target_precision, store
+                champion_model, test, test_vectors, model.encoder_spec, cfg.target_precision, store
             )
         decision = decide(new_score, model.label_sets, champion_version, champion_model.label_sets, champion_score)
     if decision.promoted:

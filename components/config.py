@@ -6,7 +6,7 @@ URI set. `TicketflowConfig.from_env(**overrides)` is the one place the environme
 
 - Each field is read from `TICKETFLOW_<FIELD>` (`TICKETFLOW_SEED`, `TICKETFLOW_HOME`, `TICKETFLOW_IMAGE`, ...).
   A few keep the names they had before this object existed (`ENV_NAMES`): `TICKETFLOW_VECTOR_STORE`,
-  `TICKETFLOW_EMBEDDING_BACKEND`, `TICKETFLOW_PREDICTION_LOG`, `TICKETFLOW_MODEL_NAME`,
+  `TICKETFLOW_PREDICTION_LOG`, `TICKETFLOW_MODEL_NAME`,
   `TICKETFLOW_MODEL_ALIAS`; the tracking URI also answers to MLflow's own `MLFLOW_TRACKING_URI`; the server's
   address to the container conventions `HOST` and `PORT`. `TicketflowConfig.env_names(field)` tells them.
 - An empty variable, and an empty or None override, mean "keep the default". Tuple fields take a comma-separated
@@ -45,7 +45,6 @@ ENV_PREFIX = "TICKETFLOW_"
 ENV_NAMES: Mapping[str, tuple[str, ...]] = {
     "mlflow_tracking_uri": ("TICKETFLOW_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
     "vector_store_uri": ("TICKETFLOW_VECTOR_STORE",),
-    "serving_embedding_backend": ("TICKETFLOW_EMBEDDING_BACKEND",),
     "prediction_log_uri": ("TICKETFLOW_PREDICTION_LOG",),
     "registered_model_name": ("TICKETFLOW_MODEL_NAME",),
     "champion_alias": ("TICKETFLOW_MODEL_ALIAS",),
@@ -104,10 +103,11 @@ class TicketflowConfig(BaseSettings):
         min_class_examples: Classes with fewer tickets are reported and left out of training.
         embedding_model: sentence-transformers model name or path; the default is the bundled copy.
         embed_batch_size: Tickets encoded per batch.
-        serving_embedding_backend: How the predictor runs the embedding model: `onnx` (ONNX Runtime, about
-            half PyTorch's time for one ticket; its vectors are checked against PyTorch's when the model loads,
-            and it falls back to PyTorch for a model it cannot reproduce) or `torch`. Training always encodes
-            with PyTorch.
+        embedding_precision: What the encoder computes in: `int8` (ONNX Runtime with int8 weights, several times
+            faster) or `fp32`. Training records it in the model, and the predictor encodes with the model's own;
+            vectors of two precisions are cached and stored apart.
+        embedding_max_tokens: Tokens of a ticket the encoder reads (the rest is cut); 0 means the model's own
+            limit. Recorded in the model like the precision.
         cv_folds: Folds of the seeded hyperparameter search and of the calibration.
         sgd_alphas: Regularisation strengths tried for the TF-IDF classifier.
         fusion_weights: Weights of the embedding classifier tried in the late fusion, 0–1.
@@ -169,7 +169,10 @@ class TicketflowConfig(BaseSettings):
     min_class_examples: int = Field(10, ge=1)
     embedding_model: str = Field(BUNDLED_EMBEDDING_MODEL, min_length=1)
     embed_batch_size: int = Field(64, ge=1)
-    serving_embedding_backend: Literal["onnx", "torch"] = "onnx"
+    embedding_precision: Literal["int8", "fp32"] = "int8"
+    # From it_service's token lengths (median 30, p90 98, p95 150, p99 302): 128 keeps ~93 % of tickets whole,
+    # encodes ~12 % faster than MiniLM's own 256 and moved macro-F1 by 0.1 point (BENCHMARKS.md, Encoding).
+    embedding_max_tokens: int = Field(128, ge=0)
     cv_folds: int = Field(3, ge=2)
     sgd_alphas: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = Field((1e-5, 3e-5, 1e-4), min_length=1)
     fusion_weights: Annotated[tuple[Fraction, ...], NoDecode] = Field(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -36,44 +38,75 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-EMBEDDING_BACKENDS = ("torch", "onnx")
+Precision = Literal["int8", "fp32"]
+PRECISIONS: tuple[str, ...] = ("int8", "fp32")
 
 
-def load_sentence_model(name: str, backend: str = "torch"):
-    """Loads a sentence-transformers model on the CPU.
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Which encoder turns text into vectors: everything that moves a vector, so two specs never share vectors.
+
+    Training and serving build the encoder from the same spec (the model records it), so a ticket is encoded
+    the same way wherever it is answered.
+
+    Attributes:
+        model: sentence-transformers name or path (see `resolve_model_path`).
+        precision: `int8` (ONNX Runtime with dynamically quantised weights) or `fp32`.
+        max_tokens: Tokens kept per text (longer texts are truncated); 0 means the model's own limit.
+    """
+
+    model: str
+    precision: Precision = "fp32"
+    max_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown embedding precision {self.precision!r}; expected one of {PRECISIONS}")
+        if self.max_tokens < 0:
+            raise ValueError(f"max_tokens must be 0 (the model's own limit) or more, got {self.max_tokens}")
+
+    @classmethod
+    def from_config(cls, cfg) -> EncoderSpec:
+        """The spec a `TicketflowConfig` names (`embedding_model`, `embedding_precision`, `embedding_max_tokens`)."""
+        return cls(cfg.embedding_model, cfg.embedding_precision, cfg.embedding_max_tokens)
+
+    @property
+    def key(self) -> str:
+        """The cache key and collection-name input: the model, the precision and the token limit."""
+        return f"{self.model}|{self.precision}|{self.max_tokens or 'model-max'}"
+
+    def load(self):
+        """The encoder (see `ticketflow.components.onnx_encoder.onnx_encoder`; PyTorch for a model ONNX cannot run)."""
+        from ticketflow.components.onnx_encoder import onnx_encoder
+
+        return onnx_encoder(load_sentence_model(self.model), self.precision, self.max_tokens)
+
+
+def load_sentence_model(name: str):
+    """Loads a sentence-transformers model on the CPU, as PyTorch runs it (fp32).
 
     Args:
         name: Configured model name (see `resolve_model_path`).
-        backend: `torch`, or `onnx` for the same model run by ONNX Runtime (see `ticketflow.components.onnx_encoder`;
-            PyTorch is kept when the model cannot be reproduced there).
 
     Returns:
-        The loaded `SentenceTransformer`, or its ONNX Runtime equivalent (the same `encode` interface).
+        The loaded `SentenceTransformer`.
 
     Raises:
         OSError: The model cannot be found locally or downloaded.
-        ValueError: Unknown backend.
     """
     from sentence_transformers import SentenceTransformer
 
-    if backend not in EMBEDDING_BACKENDS:
-        raise ValueError(f"unknown embedding backend {backend!r}; expected one of {EMBEDDING_BACKENDS}")
     try:
-        model = SentenceTransformer(resolve_model_path(name), device="cpu")
+        return SentenceTransformer(resolve_model_path(name), device="cpu")
     except OSError as exc:
         raise OSError(f"cannot load embedding model {name!r}: {exc}") from exc
-    if backend == "onnx":
-        from ticketflow.components.onnx_encoder import onnx_encoder
-
-        return onnx_encoder(model)
-    return model
 
 
 def encode_texts(model, texts: Sequence[str], batch_size: int, progress: bool = False) -> np.ndarray:
     """Encodes texts into L2-normalised float32 vectors, batch by batch.
 
     Args:
-        model: A loaded `SentenceTransformer`.
+        model: A loaded encoder (`EncoderSpec.load`) or `SentenceTransformer`.
         texts: Texts to encode.
         batch_size: Texts per batch.
         progress: Show a progress bar, when stderr is a terminal.
@@ -99,27 +132,27 @@ def encode_texts(model, texts: Sequence[str], batch_size: int, progress: bool = 
 def embed_with_cache(
     texts: Sequence[str],
     hashes: Sequence[str],
-    model_name: str,
+    spec: EncoderSpec,
     store: VectorStore | None,
     batch_size: int,
     model=None,
     progress: bool = False,
 ) -> tuple[np.ndarray, int]:
-    """Embeds texts, reusing vectors stored under the same text hash and model name.
+    """Embeds texts, reusing vectors stored under the same text hash and encoder.
 
     Args:
         texts: Texts to embed.
         hashes: Their text hashes, row-aligned.
-        model_name: Configured embedding model (part of the cache key).
+        spec: The encoder (its `key` is part of the cache key).
         store: Vector store, or None to always encode.
         batch_size: Texts per encode batch.
-        model: An already loaded `SentenceTransformer` (loaded on demand when needed and None).
+        model: The spec's encoder, already loaded (loaded on demand when needed and None).
         progress: Show a progress bar while encoding.
 
     Returns:
         The vectors (row-aligned with texts) and how many of them were encoded (not reused).
     """
-    cached = store.cached_vectors(model_name, hashes) if store is not None else {}
+    cached = store.cached_vectors(spec.key, hashes) if store is not None else {}
     missing = [i for i, h in enumerate(hashes) if h not in cached]
     # Encode each distinct missing text once.
     first_of: dict[str, int] = {}
@@ -130,12 +163,12 @@ def embed_with_cache(
         "embed: %d texts, %d reused from the store, %d to encode", len(texts), len(texts) - len(missing), len(todo)
     )
     if todo:
-        model = model if model is not None else load_sentence_model(model_name)
+        model = model if model is not None else spec.load()
         fresh = encode_texts(model, [texts[i] for i in todo], batch_size, progress=progress)
         new_hashes = [hashes[i] for i in todo]
         cached.update(zip(new_hashes, fresh, strict=True))
         if store is not None:
-            store.cache_vectors(model_name, new_hashes, fresh)
+            store.cache_vectors(spec.key, new_hashes, fresh)
     if not len(texts):
         return np.zeros((0, 0), dtype=np.float32), 0
     return np.stack([cached[h] for h in hashes]).astype(np.float32), len(todo)
@@ -149,7 +182,7 @@ def embed_split_tickets(train_path: str, test_path: str, report_path: str, out_p
         test_path: Parquet of the test split.
         report_path: Ingest report (label columns).
         out_path: Where to write the vectors (`.npz` content with arrays `train` and `test`).
-        cfg: Configuration (embedding model, batch size, vector store).
+        cfg: Configuration (embedding model, precision and token limit, batch size, vector store).
 
     Returns:
         Facts for the artifact's metadata: collection, counts, seconds, tickets per second.
@@ -164,16 +197,17 @@ def embed_split_tickets(train_path: str, test_path: str, report_path: str, out_p
     tickets = pd.concat([train, test], ignore_index=True)
     started = time.perf_counter()
     store = VectorStore(cfg.vector_store)
+    spec = EncoderSpec.from_config(cfg)
     vectors, encoded = embed_with_cache(
         tickets[TEXT].tolist(),
         tickets[TEXT_HASH].tolist(),
-        cfg.embedding_model,
+        spec,
         store,
         cfg.embed_batch_size,
         progress=True,
     )
     fingerprint = dataset_fingerprint(train, test, mapping.label_columns)
-    collection = tickets_collection_name(fingerprint["content_sha256"], cfg.embedding_model)
+    collection = tickets_collection_name(fingerprint["content_sha256"], spec.key)
     written = store.write_tickets(collection, tickets, vectors, mapping.label_columns, TICKET_ID, TEXT, TEXT_HASH)
     seconds = time.perf_counter() - started
     with open(out_path, "wb") as f:
@@ -194,6 +228,8 @@ def embed_split_tickets(train_path: str, test_path: str, report_path: str, out_p
         "seconds": round(seconds, 3),
         "tickets_per_second": round(len(tickets) / max(seconds, 1e-9), 1),
         "embedding_model": cfg.embedding_model,
+        "embedding_precision": spec.precision,
+        "embedding_max_tokens": spec.max_tokens,
         "dimension": int(vectors.shape[1]),
     }
 

@@ -159,6 +159,8 @@ def embed_tickets(
     test_set: Input[Dataset],
     ingest_report: Input[Artifact],
     embedding_model: str,
+    embedding_precision: str,
+    embedding_max_tokens: int,
     batch_size: int,
     vector_store_uri: str,
     embeddings: Output[Dataset],
@@ -170,6 +172,8 @@ def embed_tickets(
         test_set: Test split.
         ingest_report: Ingest's report (holds the label columns).
         embedding_model: sentence-transformers model name or path; empty means the bundled all-MiniLM-L6-v2.
+        embedding_precision: The encoder's precision, `int8` or `fp32` (part of the vector cache key).
+        embedding_max_tokens: Tokens of a ticket the encoder reads; 0 means the model's own limit.
         batch_size: Tickets encoded per batch.
         vector_store_uri: ChromaDB folder or http://host:port; empty means the configured default.
         embeddings: Vectors of both splits (NumPy .npz content with arrays `train` and `test`).
@@ -184,7 +188,11 @@ def embed_tickets(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = TicketflowConfig.from_env(
-        embedding_model=embedding_model, embed_batch_size=batch_size, vector_store_uri=vector_store_uri
+        embedding_model=embedding_model,
+        embedding_precision=embedding_precision,
+        embedding_max_tokens=embedding_max_tokens,
+        embed_batch_size=batch_size,
+        vector_store_uri=vector_store_uri,
     )
     result = embed_split_tickets(train_set.path, test_set.path, ingest_report.path, embeddings.path, cfg)
     embeddings.metadata.update(result)
@@ -198,6 +206,8 @@ def train_classifier(
     ingest_report: Input[Artifact],
     collection: str,
     embedding_model: str,
+    embedding_precision: str,
+    embedding_max_tokens: int,
     batch_size: int,
     seed: int,
     model: Output[Model],
@@ -210,6 +220,8 @@ def train_classifier(
         ingest_report: Ingest's report (holds the column mapping).
         collection: ChromaDB collection of the training tickets (stored in the model).
         embedding_model: The embedding model used (stored in the model; empty means the bundled one).
+        embedding_precision: The encoder's precision (stored in the model, which predicts with the same encoder).
+        embedding_max_tokens: The encoder's token limit (stored in the model likewise).
         batch_size: Tickets encoded per batch at prediction time.
         seed: Seed of the hyperparameter search, the folds and the models.
         model: The fitted `TicketModel` (joblib), predicting from raw text.
@@ -220,7 +232,13 @@ def train_classifier(
     from ticketflow.components.train import train_from_files
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = TicketflowConfig.from_env(embedding_model=embedding_model, embed_batch_size=batch_size, seed=seed)
+    cfg = TicketflowConfig.from_env(
+        embedding_model=embedding_model,
+        embedding_precision=embedding_precision,
+        embedding_max_tokens=embedding_max_tokens,
+        embed_batch_size=batch_size,
+        seed=seed,
+    )
     info = train_from_files(train_set.path, embeddings.path, ingest_report.path, collection, cfg, model.path)
     model.metadata.update(info)
 

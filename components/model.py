@@ -28,7 +28,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 
-from ticketflow.components.embed import embed_with_cache, load_sentence_model
+from ticketflow.components.embed import EncoderSpec, embed_with_cache
 from ticketflow.components.ingest import ColumnMapping
 from ticketflow.components.prepare import TEXT, merge_text, normalise_whitespace, text_hash
 
@@ -217,6 +217,8 @@ class TicketModel:
         mapping: Column roles of the training data (to build text from subject/body/tags the same way).
         embedding_model: Configured sentence-transformers model.
         embed_batch_size: Texts per encode batch.
+        embedding_precision: The encoder's precision at training (`int8` or `fp32`); predictions encode the same way.
+        embedding_max_tokens: The encoder's token limit at training (0: the model's own).
         classifiers: One fitted `FusionClassifier` per label column.
         collection: ChromaDB collection with the training tickets (for similar tickets).
         review_thresholds: Per target, the confidence below which a ticket needs review (set by evaluation).
@@ -230,17 +232,26 @@ class TicketModel:
     collection: str = ""
     review_thresholds: dict[str, float] = field(default_factory=dict)
     info: dict[str, object] = field(default_factory=dict)
+    # Models pickled before these existed were trained on PyTorch's fp32 vectors at the model's own limit: the
+    # class defaults say so (unpickling restores the instance's dict, and a missing attribute falls back here).
+    embedding_precision: str = "fp32"
+    embedding_max_tokens: int = 0
 
     def __post_init__(self) -> None:
         """Starts without a loaded encoder (it loads on first use)."""
-        self._encoders: dict[str, object] = {}
+        self._encoder = None
 
     def __getstate__(self) -> dict[str, object]:
-        """Pickles without the encoder's weights: the model name is enough to load them again."""
+        """Pickles without the encoder's weights: the spec is enough to load them again."""
         state = dict(self.__dict__)
-        state.pop("_encoder", None)  # the attribute's name in models pickled before backends existed
-        state["_encoders"] = {}
+        state.pop("_encoders", None)  # the attribute's name in models pickled when encoders had backends
+        state["_encoder"] = None
         return state
+
+    @property
+    def encoder_spec(self) -> EncoderSpec:
+        """The encoder the training vectors came from, which every prediction uses too."""
+        return EncoderSpec(self.embedding_model, self.embedding_precision, self.embedding_max_tokens)
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -252,34 +263,28 @@ class TicketModel:
         """Per target, the classes this model predicts (sorted): what the quality gate compares."""
         return {target: sorted(map(str, classifier.classes_)) for target, classifier in self.classifiers.items()}
 
-    def encoder(self, backend: str = "torch"):
-        """The sentence-transformers model, loaded once per backend.
+    def encoder(self):
+        """The encoder of `encoder_spec`, loaded on first use: one path for a single ticket and a batch alike."""
+        if self.__dict__.get("_encoder") is None:  # absent in models pickled before this attribute existed
+            self._encoder = self.encoder_spec.load()
+        return self._encoder
 
-        Args:
-            backend: `torch` or `onnx` (see `ticketflow.components.embed.load_sentence_model`).
-        """
-        encoders = self.__dict__.setdefault("_encoders", {})  # absent in models pickled before backends existed
-        if backend not in encoders:
-            encoders[backend] = load_sentence_model(self.embedding_model, backend)
-        return encoders[backend]
+    def reuse_encoder_of(self, other: TicketModel | None) -> bool:
+        """Shares the encoder `other` already loaded, when both models encode the same way (`encoder_spec`).
 
-    def reuse_encoder_of(self, other: TicketModel | None, backend: str = "torch") -> bool:
-        """Shares the encoder `other` already loaded, when both models use the same embedding model.
-
-        A retrained version usually keeps its predecessor's embedding model; sharing spares loading the weights
-        (and, for `onnx`, exporting the graph) a second time.
+        A retrained version usually keeps its predecessor's encoder; sharing spares loading the weights, exporting
+        and quantising the graph a second time.
 
         Args:
             other: Another model version, e.g. the one being served; None shares nothing.
-            backend: The encoder's backend.
 
         Returns:
             True when this model now uses `other`'s encoder.
         """
-        loaded = other.__dict__.get("_encoders", {}).get(backend) if other is not None else None
-        if loaded is None or other.embedding_model != self.embedding_model:
+        loaded = other.__dict__.get("_encoder") if other is not None else None
+        if loaded is None or other.encoder_spec != self.encoder_spec:
             return False
-        self.__dict__.setdefault("_encoders", {})[backend] = loaded
+        self._encoder = loaded
         return True
 
     def texts_from_frame(self, frame: pd.DataFrame) -> list[str]:
@@ -302,7 +307,7 @@ class TicketModel:
         vectors, _ = embed_with_cache(
             list(texts),
             [text_hash(t) for t in texts],
-            self.embedding_model,
+            self.encoder_spec,
             store,
             self.embed_batch_size,
             model=self.encoder(),

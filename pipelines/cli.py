@@ -76,7 +76,12 @@ def run_training(args: argparse.Namespace) -> dict[str, object]:
         "min_class_examples": args.min_class_examples,
         "test_size": args.test_size,
         "seed": args.seed,
-        "embedding_model": args.embedding_model,
+        # An option wins over the environment (TICKETFLOW_EMBEDDING_*), which wins over the pipeline's default.
+        "embedding_model": args.embedding_model or cfg.embedding_model,
+        "embedding_precision": args.embedding_precision or cfg.embedding_precision,
+        "embedding_max_tokens": cfg.embedding_max_tokens
+        if args.embedding_max_tokens is None
+        else args.embedding_max_tokens,
         "registered_model_name": args.model_name,
     }
     run = run_pipeline(
@@ -368,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--embedding-model",
         help=f"sentence-transformers name or path (default: {defaults.embedding_model}, the bundled copy)",
+    )
+    run.add_argument(
+        "--embedding-precision",
+        choices=("int8", "fp32"),
+        help=f"the encoder's precision; the model records it (default: {defaults.embedding_precision})",
+    )
+    run.add_argument(
+        "--embedding-max-tokens",
+        type=int,
+        help=f"tokens of a ticket the encoder reads, 0: the model's limit (default: {defaults.embedding_max_tokens})",
     )
     run.add_argument("--model-name", help=f"registered model name (default: {defaults.registered_model_name})")
     run.set_defaults(func=cmd_run)

@@ -55,6 +55,8 @@ def training_from_dataset(
     test_size: float = DEFAULTS.test_size,
     seed: int = DEFAULTS.seed,
     embedding_model: str = DEFAULTS.embedding_model,
+    embedding_precision: str = DEFAULTS.embedding_precision,
+    embedding_max_tokens: int = DEFAULTS.embedding_max_tokens,
     embed_batch_size: int = DEFAULTS.embed_batch_size,
     target_precision: float = DEFAULTS.target_precision,
     registered_model_name: str = DEFAULTS.registered_model_name,
@@ -73,6 +75,9 @@ def training_from_dataset(
         test_size: Fraction of tickets held out for evaluation and for the quality gate, 0–1.
         seed: Seed of the split, the hyperparameter search and the models.
         embedding_model: sentence-transformers model name or path; the default is the bundled all-MiniLM-L6-v2.
+        embedding_precision: The encoder's precision: int8 (ONNX Runtime, int8 weights; several times faster) or
+            fp32. The model records it and the predictor encodes the same way.
+        embedding_max_tokens: Tokens of a ticket the encoder reads (the rest is cut); 0 means the model's limit.
         embed_batch_size: Tickets encoded per batch.
         target_precision: Precision, 0–1, that predictions above each target's review threshold must reach.
         registered_model_name: MLflow registered model name, also the KServe model name.
@@ -101,6 +106,8 @@ def training_from_dataset(
         test_set=prepare.outputs["test_set"],
         ingest_report=ingest.outputs["ingest_report"],
         embedding_model=embedding_model,
+        embedding_precision=embedding_precision,
+        embedding_max_tokens=embedding_max_tokens,
         batch_size=embed_batch_size,
         vector_store_uri=vector_store_uri,
     )
@@ -110,6 +117,8 @@ def training_from_dataset(
         ingest_report=ingest.outputs["ingest_report"],
         collection=embed.outputs["Output"],
         embedding_model=embedding_model,
+        embedding_precision=embedding_precision,
+        embedding_max_tokens=embedding_max_tokens,
         batch_size=embed_batch_size,
         seed=seed,
     )
@@ -139,7 +148,7 @@ def training_from_dataset(
         (embed, TORCH_STEP),
         (train, MODEL_STEP),
         (evaluate, MODEL_STEP),
-        (register, MODEL_STEP),  # it embeds too, with PyTorch, when the champion uses another embedding model
+        (register, MODEL_STEP),  # it embeds too, with the champion's encoder, when the champion encodes another way
     ):
         sized(task, resources).set_caching_options(False)  # why no caching: the module's docstring
     return register.output
@@ -156,6 +165,8 @@ def training_pipeline(
     test_size: float = DEFAULTS.test_size,
     seed: int = DEFAULTS.seed,
     embedding_model: str = DEFAULTS.embedding_model,
+    embedding_precision: str = DEFAULTS.embedding_precision,
+    embedding_max_tokens: int = DEFAULTS.embedding_max_tokens,
     embed_batch_size: int = DEFAULTS.embed_batch_size,
     target_precision: float = DEFAULTS.target_precision,
     registered_model_name: str = DEFAULTS.registered_model_name,
@@ -176,6 +187,9 @@ def training_pipeline(
         test_size: Fraction of tickets held out for evaluation and for the quality gate, 0–1.
         seed: Seed of the split, the hyperparameter search and the models.
         embedding_model: sentence-transformers model name or path; the default is the bundled all-MiniLM-L6-v2.
+        embedding_precision: The encoder's precision: int8 (ONNX Runtime, int8 weights; several times faster) or
+            fp32. The model records it and the predictor encodes the same way.
+        embedding_max_tokens: Tokens of a ticket the encoder reads (the rest is cut); 0 means the model's limit.
         embed_batch_size: Tickets encoded per batch.
         target_precision: Precision, 0–1, that predictions above each target's review threshold must reach.
         registered_model_name: MLflow registered model name, also the KServe model name.
@@ -200,6 +214,8 @@ def training_pipeline(
         test_size=test_size,
         seed=seed,
         embedding_model=embedding_model,
+        embedding_precision=embedding_precision,
+        embedding_max_tokens=embedding_max_tokens,
         embed_batch_size=embed_batch_size,
         target_precision=target_precision,
         registered_model_name=registered_model_name,

@@ -174,13 +174,19 @@ class TicketClassifier(Model):
                     stored = store.count(model.collection)
                 if stored == 0:
                     raise NoVectorsError(f"vector collection {model.collection!r} in {self.cfg.vector_store}")
-            backend = self.cfg.serving_embedding_backend
-            # A new encoder is built on the model thread (see `__init__`), holding every request behind it for
-            # about 3 s (weights, ONNX export); a version with the same embedding model shares the served one.
-            shared = model.reuse_encoder_of(self.loaded.model if self.loaded else None, backend)
+            # The model's own encoder (`encoder_spec`: the training's model, precision and token limit). A new one is
+            # built on the model thread (see `__init__`), holding every request behind it for a few seconds
+            # (weights, ONNX export, int8 quantisation); a version that encodes the same way shares the served one.
+            shared = model.reuse_encoder_of(self.loaded.model if self.loaded else None)
             # Warm up (and load, unless shared) now, not on the first request.
-            self.on_model_thread(lambda: encode_texts(model.encoder(backend), ["warm-up"], 1)).result()
-            log.info("%s version %s: %s encoder", self.name, version, "shared" if shared else "new")
+            self.on_model_thread(lambda: encode_texts(model.encoder(), ["warm-up"], 1)).result()
+            log.info(
+                "%s version %s: %s encoder %s",
+                self.name,
+                version,
+                "shared" if shared else "new",
+                model.encoder_spec.key,
+            )
             log.info("loaded %s version %s (collection %s)", self.name, version, model.collection)
             return LoadedModel(model, str(version), store, model.collection)
 
@@ -387,7 +393,7 @@ class TicketClassifier(Model):
             suggested reply and model name/version.
         """
         model, texts = loaded.model, batch.texts
-        vectors = encode_texts(model.encoder(self.cfg.serving_embedding_backend), texts, model.embed_batch_size)
+        vectors = encode_texts(model.encoder(), texts, model.embed_batch_size)
         predictions = model.predict(texts, vectors)
         review = model.needs_review(predictions)
         neighbours = self._similar(loaded, vectors)

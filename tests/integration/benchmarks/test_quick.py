@@ -1,4 +1,4 @@
-"""The four benchmarks in quick mode: tiny inputs, results in a temp folder, the repo's report untouched.
+"""The five benchmarks in quick mode: tiny inputs, results in a temp folder, the repo's report untouched.
 
 Slow (a training run through kfp.local, a server, a drift check, a 20,000-row prediction log: a few minutes on a
 busy 2-core machine), but it is the only check that the writers still fit the code they measure.
@@ -36,6 +36,7 @@ def quick_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     results = folder / "results.json"
     bench("training", "--results", str(results), "--workdir", str(folder / "work"))
     bench("serving", "--results", str(results), "--home", str(folder / "work" / "home-sample"))
+    bench("encoding", "--results", str(results), "--home", str(folder / "work" / "home-sample"))
     bench("drift", "--results", str(results))
     bench("store", "--results", str(results))
     assert (RESULTS.read_bytes(), REPORT.read_bytes()) == committed
@@ -66,6 +67,11 @@ def test_quick_runs_measure_each_goal(quick_results: Path) -> None:
         "V1 one ticket over HTTP",
         "V2 batches",
         "in-process `answer`",
+        "V1 batches of 64 over HTTP",
+        "`make predict` scoring",
+        "V1 one ticket over HTTP, p50",
+        "cold encode of",
+        "macro-f1, `make run`'s vectors",
         "drift check",
     ):
         assert expected in names

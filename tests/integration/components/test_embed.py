@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL
-from ticketflow.components.embed import embed_with_cache, encode_texts, load_sentence_model, resolve_model_path
+from ticketflow.components.embed import (
+    EncoderSpec,
+    embed_with_cache,
+    encode_texts,
+    load_sentence_model,
+    resolve_model_path,
+)
 from ticketflow.components.prepare import text_hash
 from ticketflow.components.store import VectorStore, cache_collection_name, tickets_collection_name
 
@@ -39,6 +45,9 @@ def test_bundled_model_resolves_to_the_wheel_and_other_names_pass_through() -> N
 
 def test_an_unreachable_model_name_fails_naming_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The variable is read when huggingface_hub is imported: once another test imported it, only the constant
+    # counts (without it, this test waited on the unreachable Hub when it ran after the unit tests).
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(OSError, match="no-such-org/no-such-model"):
         load_sentence_model("no-such-org/no-such-model")
 
@@ -52,15 +61,21 @@ def test_vectors_are_normalised_384_dimensional(encoder) -> None:
 
 def test_second_embedding_reuses_stored_vectors(encoder, store: VectorStore) -> None:
     hashes = [text_hash(t) for t in TEXTS]
-    first, encoded = embed_with_cache(TEXTS, hashes, BUNDLED_EMBEDDING_MODEL, store, 8, model=encoder)
+    spec = EncoderSpec(BUNDLED_EMBEDDING_MODEL)
+    first, encoded = embed_with_cache(TEXTS, hashes, spec, store, 8, model=encoder)
     assert encoded == 3  # the repeated text is encoded once
-    again, encoded_again = embed_with_cache(TEXTS, hashes, BUNDLED_EMBEDDING_MODEL, store, 8, model=encoder)
+    again, encoded_again = embed_with_cache(TEXTS, hashes, spec, store, 8, model=encoder)
     assert encoded_again == 0
     assert np.array_equal(again, first)  # bit-identical: a warm cache must train the same model as a cold one
     np.testing.assert_allclose(first, encode_texts(encoder, TEXTS, 8), atol=1e-5)
-    # The cache is keyed by model name too: another model's entry is not reused.
-    _, other = embed_with_cache(TEXTS[:1], hashes[:1], "another-model", store, 8, model=encoder)
-    assert other == 1
+    # The cache is keyed by the whole encoder: another model, precision or token limit reuses nothing.
+    for other_spec in (
+        EncoderSpec("another-model"),
+        EncoderSpec(spec.model, "int8"),
+        EncoderSpec(spec.model, "fp32", 64),
+    ):
+        _, other = embed_with_cache(TEXTS[:1], hashes[:1], other_spec, store, 8, model=encoder)
+        assert other == 1, other_spec
 
 
 def test_ticket_collection_is_written_once_and_answers_similarity(encoder, store: VectorStore) -> None:
@@ -74,7 +89,7 @@ def test_ticket_collection_is_written_once_and_answers_similarity(encoder, store
     )
     tickets["text_hash"] = tickets["text"].map(text_hash)
     vectors = encode_texts(encoder, tickets["text"].tolist(), 8)
-    name = tickets_collection_name("digest", BUNDLED_EMBEDDING_MODEL)
+    name = tickets_collection_name("digest", EncoderSpec(BUNDLED_EMBEDDING_MODEL).key)
     assert store.write_tickets(name, tickets, vectors, ["category"], "ticket_id", "text", "text_hash") is True
     assert store.write_tickets(name, tickets, vectors, ["category"], "ticket_id", "text", "text_hash") is False
     assert store.count(name) == 3
@@ -85,11 +100,22 @@ def test_ticket_collection_is_written_once_and_answers_similarity(encoder, store
     assert hit["metadatas"][0][0]["resolution"] == "reseat the tray"
 
 
-def test_collection_names_follow_data_and_model() -> None:
-    a = tickets_collection_name("data-1", BUNDLED_EMBEDDING_MODEL)
-    assert a == tickets_collection_name("data-1", BUNDLED_EMBEDDING_MODEL)
-    assert a != tickets_collection_name("data-2", BUNDLED_EMBEDDING_MODEL)
-    assert a != tickets_collection_name("data-1", "sentence-transformers/all-mpnet-base-v2")
-    assert cache_collection_name(BUNDLED_EMBEDDING_MODEL) != cache_collection_name("other/model")
-    for name in (a, cache_collection_name("org/Some Model_v2!")):
+def test_collection_names_follow_data_and_encoder() -> None:
+    int8 = EncoderSpec(BUNDLED_EMBEDDING_MODEL, "int8", 256)
+    keys = [
+        spec.key
+        for spec in (
+            int8,
+            EncoderSpec(BUNDLED_EMBEDDING_MODEL, "fp32", 256),
+            EncoderSpec(BUNDLED_EMBEDDING_MODEL, "int8", 128),
+            EncoderSpec(BUNDLED_EMBEDDING_MODEL, "int8", 0),
+            EncoderSpec("sentence-transformers/all-mpnet-base-v2", "int8", 256),
+        )
+    ]
+    a = tickets_collection_name("data-1", int8.key)
+    assert a == tickets_collection_name("data-1", EncoderSpec(BUNDLED_EMBEDDING_MODEL, "int8", 256).key)
+    assert a != tickets_collection_name("data-2", int8.key)
+    assert len({tickets_collection_name("data-1", key) for key in keys}) == len(keys)  # vectors never mix
+    assert len({cache_collection_name(key) for key in keys}) == len(keys)
+    for name in (a, cache_collection_name("org/Some Model_v2!|int8|256")):
         assert 3 <= len(name) <= 63 and name[0].isalnum() and name[-1].isalnum()

@@ -20,7 +20,7 @@ from ticketflow.components.champion import (
     score_on_test_set,
 )
 from ticketflow.components.config import TicketflowConfig
-from ticketflow.components.embed import encode_texts, load_sentence_model
+from ticketflow.components.embed import EncoderSpec, encode_texts
 from ticketflow.components.evaluate import evaluate_model
 from ticketflow.components.ingest import ColumnMapping, ingest_tickets
 from ticketflow.components.prepare import TEXT, dataset_fingerprint, prepare_tickets
@@ -42,7 +42,7 @@ def data() -> Fixture:
     cfg = TicketflowConfig()
     ingested = ingest_tickets(SAMPLE, cfg)
     prepared = prepare_tickets(ingested.tickets, ingested.mapping, cfg.test_size, cfg.seed)
-    encoder = load_sentence_model(cfg.embedding_model)
+    encoder = EncoderSpec.from_config(cfg).load()  # the encoder the trained models record
     return Fixture(
         prepared.train,
         prepared.test,
@@ -138,16 +138,15 @@ def test_the_champion_is_scored_on_the_given_test_vectors(
 ) -> None:
     _, first_eval = train_and_register(data, cfg)
     _, champion = load_champion(client, "ticket-classifier", "champion")
-    same_model = score_on_test_set(
-        champion, data.test, data.test_vectors, champion.embedding_model, cfg.target_precision
-    )
-    # Vectors from the champion's own embedding model are used as they are: no encoder is loaded.
-    assert champion.__dict__["_encoders"] == {}
+    same_model = score_on_test_set(champion, data.test, data.test_vectors, champion.encoder_spec, cfg.target_precision)
+    # Vectors from the champion's own encoder are used as they are: no encoder is loaded.
+    assert champion.__dict__["_encoder"] is None
     assert same_model == pytest.approx(first_eval.mean_macro_f1, abs=1e-6)
-    # Vectors from another embedding model are not: the champion embeds the test set itself.
+    # Vectors from another encoder are not: the champion embeds the test set itself.
     wrong_vectors = np.zeros_like(data.test_vectors)
-    other_model = score_on_test_set(champion, data.test, wrong_vectors, "another/model", cfg.target_precision)
-    assert "torch" in champion.__dict__["_encoders"]
+    other_encoder = EncoderSpec(champion.embedding_model, "fp32", champion.embedding_max_tokens)
+    other_model = score_on_test_set(champion, data.test, wrong_vectors, other_encoder, cfg.target_precision)
+    assert champion.__dict__["_encoder"] is not None
     assert other_model == pytest.approx(same_model, abs=1e-4)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL
-from ticketflow.components.embed import embed_with_cache
+from ticketflow.components.embed import EncoderSpec, embed_with_cache
 from ticketflow.components.prepare import text_hash
 from ticketflow.components.store import VectorStore
 from ticketflow.monitoring.drift import DriftThresholds, check_drift
@@ -38,7 +38,11 @@ def tickets(it_service_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     frame.loc[frame["predicted"] == HELD_OUT, "predicted"] = "Hardware"  # the model never saw Purchase
     store = VectorStore(str(tmp_path_factory.mktemp("drift-vectors")))
     vectors, _ = embed_with_cache(
-        frame["text"].tolist(), [text_hash(t) for t in frame["text"]], BUNDLED_EMBEDDING_MODEL, store, 64
+        frame["text"].tolist(),
+        [text_hash(t) for t in frame["text"]],
+        EncoderSpec(BUNDLED_EMBEDDING_MODEL, "int8"),
+        store,
+        64,
     )
     return frame, vectors
 

@@ -17,7 +17,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from ticketflow.components.config import TicketflowConfig
-from ticketflow.components.embed import embed_with_cache
+from ticketflow.components.embed import EncoderSpec, embed_with_cache
 from ticketflow.components.evaluate import evaluate_model
 from ticketflow.components.ingest import ingest_tickets, read_tickets, validate_tickets
 from ticketflow.components.prepare import TEXT, TEXT_HASH, prepare_tickets
@@ -56,7 +56,7 @@ def test_pipeline_model_is_not_worse_than_the_tfidf_baseline(it_service_csv: Pat
     vectors = {}
     for name, frame in (("train", prepared.train), ("test", prepared.test)):
         vectors[name], _ = embed_with_cache(
-            frame[TEXT].tolist(), frame[TEXT_HASH].tolist(), cfg.embedding_model, store, cfg.embed_batch_size
+            frame[TEXT].tolist(), frame[TEXT_HASH].tolist(), EncoderSpec.from_config(cfg), store, cfg.embed_batch_size
         )
     model = fit_ticket_model(prepared.train, vectors["train"], ingested.mapping, cfg)
     ours = evaluate_model(model, prepared.test, vectors["test"], cfg.target_precision).targets["Topic_group"]

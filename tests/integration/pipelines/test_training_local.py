@@ -21,6 +21,8 @@ from mlflow import MlflowClient
 from tests.conftest import ROOT, SAMPLE
 from tests.integration.conftest import TrainedRun, copy_trained_home
 from ticketflow.components.champion import HISTORY_TAG
+from ticketflow.components.config import TicketflowConfig
+from ticketflow.components.embed import EncoderSpec
 from ticketflow.components.store import VectorStore, cache_collection_name
 from ticketflow.pipelines import cli
 
@@ -160,7 +162,7 @@ def test_vectors_are_in_chromadb(first_run: dict, home: Path, client: MlflowClie
     rows = int(client.get_run(first_run["run_id"]).data.tags["dataset.rows"])
     store = VectorStore(str(home / "chroma"))
     assert store.count(collection) == rows
-    assert store.count(cache_collection_name("bundled:all-MiniLM-L6-v2")) >= rows
+    assert store.count(cache_collection_name(EncoderSpec.from_config(TicketflowConfig()).key)) >= rows
     stored = store.client.get_collection(collection).get(limit=1, include=["embeddings", "metadatas"])
     hit = store.query(collection, stored["embeddings"], n_results=1)
     assert hit["ids"][0][0] == stored["ids"][0]

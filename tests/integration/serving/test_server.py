@@ -137,6 +137,25 @@ def test_v1_answer_has_the_promised_shape(server: Server) -> None:
     assert reply is None or (reply["text"] and reply["similarity"] >= 0.75)
 
 
+def test_a_ticket_gets_the_same_answer_alone_and_inside_a_batch_of_64(server: Server) -> None:
+    """One encoder path whatever the batch: labels, confidences and similar tickets do not depend on the company."""
+    ticket = "Outlook keeps asking for my password since the update and the shared calendar does not sync"
+    fillers = [  # random lengths, so that a padded batch would differ
+        ("printer jammed " * (i % 7 + 1)) + f"floor {i}"
+        if i % 2
+        else f"please reset the VPN token of user {i} " * (i % 5 + 1)
+        for i in range(63)
+    ]
+    alone = predict(server, [ticket]).json()["predictions"][0]
+    for position in (0, 31, 63):
+        batch = [*fillers[:position], ticket, *fillers[position:]]
+        inside = predict(server, batch).json()["predictions"][position]
+        for target, answer in alone["labels"].items():
+            assert inside["labels"][target]["label"] == answer["label"]
+            assert inside["labels"][target]["confidence"] == pytest.approx(answer["confidence"], abs=1e-6)
+        assert [s["id"] for s in inside["similar"]] == [s["id"] for s in alone["similar"]]
+
+
 def test_v2_infer_returns_named_outputs(server: Server) -> None:
     body = {
         "inputs": [
@@ -693,11 +712,12 @@ def test_every_torch_call_runs_on_the_one_model_thread(home: Path, monkeypatch: 
 
     try:
         classifier.load()
-        encoder = classifier.loaded.model.encoder(classifier.cfg.serving_embedding_backend)
-        assert type(encoder).__name__ == "OnnxSentenceEncoder"  # the default backend, built on the model thread
+        encoder = classifier.loaded.model.encoder()
+        # The model's own encoder (make run's default: int8 ONNX Runtime), built on the model thread.
+        assert type(encoder).__name__ == "OnnxSentenceEncoder" and encoder.precision == "int8"
         answered, reloaded = asyncio.run(serve_then_reload())
-        # The reloaded version has the same embedding model, so it shares the encoder instead of building one.
-        assert classifier.loaded.model.encoder(classifier.cfg.serving_embedding_backend) is encoder
+        # The reloaded version encodes the same way, so it shares the encoder instead of building one.
+        assert classifier.loaded.model.encoder() is encoder
     finally:
         classifier.stop()
     assert reloaded["reloaded"] is True, reloaded

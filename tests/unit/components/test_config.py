@@ -45,7 +45,8 @@ READ = [
     ("min_class_examples", "TICKETFLOW_MIN_CLASS_EXAMPLES", "3", 3),
     ("embedding_model", "TICKETFLOW_EMBEDDING_MODEL", "sentence-transformers/all-mpnet-base-v2", None),
     ("embed_batch_size", "TICKETFLOW_EMBED_BATCH_SIZE", "16", 16),
-    ("serving_embedding_backend", "TICKETFLOW_EMBEDDING_BACKEND", "torch", "torch"),
+    ("embedding_precision", "TICKETFLOW_EMBEDDING_PRECISION", "fp32", "fp32"),
+    ("embedding_max_tokens", "TICKETFLOW_EMBEDDING_MAX_TOKENS", "64", 64),
     ("cv_folds", "TICKETFLOW_CV_FOLDS", "5", 5),
     ("sgd_alphas", "TICKETFLOW_SGD_ALPHAS", "[1e-4, 1e-3]", (1e-4, 1e-3)),
     ("fusion_weights", "TICKETFLOW_FUSION_WEIGHTS", "0.2,0.8", (0.2, 0.8)),
@@ -99,7 +100,8 @@ def test_defaults_with_a_clean_environment(tmp_path: Path, monkeypatch: pytest.M
         "champion",
         "challenger",
     )
-    assert cfg.embedding_model == BUNDLED_EMBEDDING_MODEL and cfg.serving_embedding_backend == "onnx"
+    assert cfg.embedding_model == BUNDLED_EMBEDDING_MODEL
+    assert (cfg.embedding_precision, cfg.embedding_max_tokens) == ("int8", 128)
     assert (cfg.host, cfg.port, cfg.model_dir, cfg.api_token, cfg.git_commit) == ("127.0.0.1", "8080", "", None, "")
     home = (tmp_path / ".ticketflow").resolve()
     assert cfg.tracking_uri == f"sqlite:///{home / 'mlflow.db'}"
@@ -255,7 +257,8 @@ def test_falsy_overrides_that_are_values_are_kept() -> None:
         ("TICKETFLOW_SEED", "forty-two", "valid integer"),
         ("TICKETFLOW_SEED", "-1", "greater than or equal to 0"),
         ("TICKETFLOW_TEST_SIZE", "1.5", "less than 1"),
-        ("TICKETFLOW_EMBEDDING_BACKEND", "tensorflow", "'onnx' or 'torch'"),
+        ("TICKETFLOW_EMBEDDING_PRECISION", "fp16", "'int8' or 'fp32'"),
+        ("TICKETFLOW_EMBEDDING_MAX_TOKENS", "-1", "greater than or equal to 0"),
         ("TICKETFLOW_PROFILE", "laptop", "'local' or 'cluster'"),
         ("TICKETFLOW_MASK_PERSONAL_DATA", "maybe", "valid boolean"),
         ("TICKETFLOW_FUSION_WEIGHTS", "0.5,2", "less than or equal to 1"),

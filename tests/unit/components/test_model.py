@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL, TicketflowConfig
+from ticketflow.components.embed import EncoderSpec
 from ticketflow.components.ingest import ColumnMapping
 from ticketflow.components.model import FusionClassifier, TicketModel, _fit_temperature, feature_frame
 
@@ -293,9 +294,7 @@ def test_predict_without_vectors_encodes_with_the_configured_model(fitted, prior
     texts, vectors, _ = held_out
     encoder = FakeEncoder(dict(zip(texts, vectors, strict=True)))
     loaded = []
-    monkeypatch.setattr(
-        "ticketflow.components.model.load_sentence_model", lambda name, backend="torch": loaded.append(name) or encoder
-    )
+    monkeypatch.setattr(EncoderSpec, "load", lambda spec: loaded.append(spec.model) or encoder)
     model = ticket_model(fitted, priority_classifier)
     encoded = model.predict(texts)
     model.predict(texts[:3])
@@ -308,15 +307,15 @@ def test_predict_without_vectors_encodes_with_the_configured_model(fitted, prior
 def test_pickling_round_trips_without_the_encoder(fitted, priority_classifier, held_out, tmp_path):
     texts, vectors, _ = held_out
     model = ticket_model(fitted, priority_classifier, {"category": 0.6})
-    model._encoders["torch"] = threading.Lock()  # stands in for loaded weights; a lock cannot be pickled
+    model._encoder = threading.Lock()  # stands in for loaded weights; a lock cannot be pickled
     path = tmp_path / "model.joblib"
     joblib.dump(model, path)
-    assert isinstance(model._encoders["torch"], type(threading.Lock()))  # the live model keeps its encoder
+    assert isinstance(model._encoder, type(threading.Lock()))  # the live model keeps its encoder
     loaded = joblib.load(path)
-    assert loaded._encoders == {}
+    assert loaded._encoder is None
     assert loaded.mapping == MAPPING
     assert loaded.review_thresholds == {"category": 0.6}
-    assert loaded.embedding_model == BUNDLED_EMBEDDING_MODEL
+    assert loaded.encoder_spec == model.encoder_spec
     pd.testing.assert_frame_equal(loaded.predict_frame(texts, vectors), model.predict_frame(texts, vectors))
 
 
@@ -327,7 +326,7 @@ SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample_tickets.csv"
 
 @pytest.fixture(scope="module")
 def sample_model(tmp_path_factory):
-    from ticketflow.components.embed import encode_texts, load_sentence_model
+    from ticketflow.components.embed import encode_texts
     from ticketflow.components.ingest import ingest_tickets
     from ticketflow.components.prepare import TEXT, prepare_tickets
     from ticketflow.components.train import fit_ticket_model
@@ -336,7 +335,7 @@ def sample_model(tmp_path_factory):
     cfg = TicketflowConfig(home=str(tmp_path_factory.mktemp("home")), priority_column="none")
     ingested = ingest_tickets(SAMPLE, cfg)
     prepared = prepare_tickets(ingested.tickets, ingested.mapping, cfg.test_size, cfg.seed)
-    encoder = load_sentence_model(cfg.embedding_model)
+    encoder = EncoderSpec.from_config(cfg).load()  # what `make run` trains and serves with
     vectors = encode_texts(encoder, prepared.train[TEXT].tolist(), cfg.embed_batch_size)
     model = fit_ticket_model(prepared.train, vectors, ingested.mapping, cfg)
 
@@ -370,23 +369,27 @@ def test_directional(sample_model, text, category):
     assert sample_model([text]) == [category]
 
 
-def test_a_new_version_shares_the_loaded_encoder_only_for_the_same_embedding_model(
+def test_a_new_version_shares_the_loaded_encoder_only_when_it_encodes_the_same_way(
     fitted, priority_classifier, monkeypatch
 ):
     loads = []
-    monkeypatch.setattr(
-        "ticketflow.components.model.load_sentence_model",
-        lambda name, backend="torch": loads.append((name, backend)) or object(),
-    )
+    monkeypatch.setattr(EncoderSpec, "load", lambda spec: loads.append(spec) or object())
     served = ticket_model(fitted, priority_classifier)
     retrained = ticket_model(fitted, priority_classifier)
-    assert retrained.reuse_encoder_of(served, "onnx") is False  # nothing loaded yet: nothing to share
-    assert retrained.reuse_encoder_of(None, "onnx") is False
-    encoder = served.encoder("onnx")
-    assert retrained.reuse_encoder_of(served, "onnx") is True
-    assert retrained.encoder("onnx") is encoder
-    assert retrained.reuse_encoder_of(served, "torch") is False  # another backend is another encoder
-    other_model = dataclasses.replace(ticket_model(fitted, priority_classifier), embedding_model="other/model")
-    assert other_model.reuse_encoder_of(served, "onnx") is False
-    assert other_model.encoder("onnx") is not encoder
-    assert loads == [(BUNDLED_EMBEDDING_MODEL, "onnx"), ("other/model", "onnx")]
+    assert retrained.reuse_encoder_of(served) is False  # nothing loaded yet: nothing to share
+    assert retrained.reuse_encoder_of(None) is False
+    encoder = served.encoder()
+    assert retrained.reuse_encoder_of(served) is True
+    assert retrained.encoder() is encoder
+    others = [
+        dataclasses.replace(ticket_model(fitted, priority_classifier), **change)
+        for change in (
+            {"embedding_model": "other/model"},
+            {"embedding_precision": "int8"},
+            {"embedding_max_tokens": 64},
+        )
+    ]
+    for other in others:  # another model, precision or token limit is another encoder
+        assert other.reuse_encoder_of(served) is False
+        assert other.encoder() is not encoder
+    assert loads == [served.encoder_spec] + [other.encoder_spec for other in others]
