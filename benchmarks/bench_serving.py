@@ -3,7 +3,7 @@
     python -m benchmarks.bench_serving            # ≈ 5 min on 2 cores, training a home on the sample included
     python -m benchmarks.bench_serving --quick    # a few requests per figure; writes to a temp folder
 
-1. In-process: `TicketClassifier.answer` (request log on) for one ticket, interleaved with the bare encode of one
+1. In-process: `TicketClassifier.answer` (request log on) for one ticket, interleaved with the model's encode of one
    text; one ticket after an idle pause; batches of 64. Goal 3: one ticket under 15 ms.
 2. Over HTTP (`python -m ticketflow.serving` in a subprocess, request log on): latency and throughput for V1 and V2,
    one ticket and batches of 64, at concurrency 1 and 8.
@@ -73,7 +73,7 @@ FOREIGN_ENV = (
 )
 # Calls, requests or rounds per figure: (full run, quick run).
 COUNTS = {
-    "single": (200, 10),  # in-process single tickets, interleaved with as many bare encodes
+    "single": (200, 10),  # in-process single tickets, interleaved with as many encodes by the model's encoder
     "idle": (60, 3),
     "batch": (7, 1),
     "warm_up": (5, 1),  # HTTP requests per protocol and size before the cells
@@ -202,7 +202,7 @@ def count(key: str, quick: bool) -> int:
 
 
 def in_process(clf, texts: list[str], quick: bool) -> dict[str, dict[str, list[float]]]:
-    """Seconds per `answer` of one ticket (interleaved with bare encodes), after idle pauses, and of 64 tickets."""
+    """Seconds per `answer` of one ticket (beside the model's encodes), after idle pauses, and of 64 tickets."""
     from ticketflow.components.embed import encode_texts
     from ticketflow.serving.predictor import TicketBatch
 
@@ -296,7 +296,7 @@ def report(stages: dict[str, dict[str, dict]], cells: list[dict]) -> tuple[list[
     idle, encode = stages["idle"]["answer"]["p50_ms"], stages["single"]["encode"]["p50_ms"]
     name = f"in-process `answer`, one ticket after {1000 * IDLE_PAUSE:.0f} ms idle, p50"
     figures.append(figure(name, idle, "ms", baseline=p50, baseline_label="back to back"))
-    figures.append(figure("bare encode of one text, p50", encode, "ms", baseline=p50, baseline_label="`answer`"))
+    figures.append(figure("the model's encode of one text, p50", encode, "ms", baseline=p50, baseline_label="`answer`"))
     return summary, figures
 
 
