@@ -86,7 +86,7 @@ def score_on_test_set(
         test_vectors: The test texts' vectors, row-aligned, as the embed step computed them.
         vectors_encoder: The encoder that computed `test_vectors`.
         target_precision: Precision the review thresholds must reach (part of the evaluation).
-        store: Vector store, to reuse cached vectors when the model embeds with another embedding model.
+        store: Vector store, to reuse cached vectors when the model encodes another way than `vectors_encoder`.
 
     Returns:
         Mean macro-F1 over the model's targets that the test set labels, 0–1.

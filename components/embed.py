@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,7 @@ def resolve_model_path(name: str) -> str:
 
 
 Precision = Literal["int8", "fp32"]
-PRECISIONS: tuple[str, ...] = ("int8", "fp32")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,12 @@ def run_training(args: argparse.Namespace) -> dict[str, object]:
     data = Path(args.data).resolve()
     if not data.is_file():
         raise FileNotFoundError(f"DATA file not found: {args.data}")
+    # An option wins over the environment (TICKETFLOW_EMBEDDING_*), which wins over the default: from_env's overrides.
+    encoder = TicketflowConfig.from_env(
+        embedding_model=args.embedding_model,
+        embedding_precision=args.embedding_precision,
+        embedding_max_tokens=args.embedding_max_tokens,
+    )
     params = {
         "data_uri": str(data),  # kfp.local's importer takes a local path as the artifact's URI
         "text_columns": args.text_columns,
@@ -76,12 +82,9 @@ def run_training(args: argparse.Namespace) -> dict[str, object]:
         "min_class_examples": args.min_class_examples,
         "test_size": args.test_size,
         "seed": args.seed,
-        # An option wins over the environment (TICKETFLOW_EMBEDDING_*), which wins over the pipeline's default.
-        "embedding_model": args.embedding_model or cfg.embedding_model,
-        "embedding_precision": args.embedding_precision or cfg.embedding_precision,
-        "embedding_max_tokens": cfg.embedding_max_tokens
-        if args.embedding_max_tokens is None
-        else args.embedding_max_tokens,
+        "embedding_model": encoder.embedding_model,
+        "embedding_precision": encoder.embedding_precision,
+        "embedding_max_tokens": encoder.embedding_max_tokens,
         "registered_model_name": args.model_name,
     }
     run = run_pipeline(
