@@ -85,7 +85,7 @@ def score_on_test_set(
         test: Test split with `text` and the label columns.
         test_vectors: The test texts' vectors, row-aligned, as the embed step computed them.
         vectors_encoder: The encoder that computed `test_vectors`.
-        target_precision: Precision the review thresholds must reach (part of the evaluation).
+        target_precision: Precision the review thresholds were chosen to reach (the evaluation compares to it).
         store: Vector store, to reuse cached vectors when the model encodes another way than `vectors_encoder`.
 
     Returns:

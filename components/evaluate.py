@@ -1,4 +1,10 @@
-"""Evaluate: accuracy, macro-F1, per-class scores, confusion matrices, calibration and review thresholds."""
+"""Evaluate: accuracy, macro-F1, per-class scores, confusion matrices, calibration, and routing on the test split.
+
+Routing: the model carries per-class review thresholds, chosen in training on out-of-fold predictions
+(`ticketflow.components.routing.class_review_thresholds`). A ticket predicted as class c routes without review when
+its confidence is at least the threshold of c. Here the test split is scored under those thresholds, once, for the
+report: it shows whether the precision the thresholds were chosen for holds on tickets the model never saw.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import html
 import io
 import json
 import logging
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -15,70 +23,210 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from ticketflow.components.model import TicketModel
 from ticketflow.components.prepare import TEXT
+from ticketflow.components.routing import expected_calibration_error
 
 log = logging.getLogger(__name__)
 
+# How far below the target precision a class's routed precision on the test split may fall before the report flags it.
+PRECISION_TOLERANCE = 0.02
+# Points kept per precision–coverage curve in the evaluation (enough for a plot, small enough for JSON).
+CURVE_POINTS = 100
 
-def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """Top-label expected calibration error with equal-width confidence bins.
+
+@dataclass
+class ReliabilityBins:
+    """Per equal-width confidence bin: tickets, their mean confidence and accuracy (a reliability diagram's data).
+
+    Attributes:
+        counts: Tickets whose top-class confidence falls in each bin.
+        mean_confidence: Their mean confidence, 0–1 (0 for an empty bin).
+        accuracy: Share of them predicted right, 0–1 (0 for an empty bin).
+    """
+
+    counts: list[int]
+    mean_confidence: list[float]
+    accuracy: list[float]
+
+
+def reliability_bins(confidences: np.ndarray, correct: np.ndarray, bins: int = 15) -> ReliabilityBins:
+    """Bins tickets by confidence the way `expected_calibration_error` does.
 
     Args:
         confidences: Top-class probability per ticket, 0–1.
         correct: Whether the top class was right.
-        bins: Number of bins.
+        bins: Number of equal-width bins over 0–1.
 
     Returns:
-        Sum over bins of |accuracy − mean confidence| weighted by the bin's share of tickets, 0–1.
+        Count, mean confidence and accuracy per bin.
     """
     confidences = np.asarray(confidences, dtype=float)
     correct = np.asarray(correct, dtype=float)
-    if not len(confidences):
-        return 0.0
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidences, edges[1:-1], right=True), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            error += in_bin.mean() * abs(correct[in_bin].mean() - confidences[in_bin].mean())
-    return float(error)
+    counts = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.where(counts > 0, np.bincount(which, confidences, bins) / counts, 0.0)
+        accuracy = np.where(counts > 0, np.bincount(which, correct, bins) / counts, 0.0)
+    return ReliabilityBins(counts.tolist(), mean_confidence.tolist(), accuracy.tolist())
 
 
 @dataclass
-class ReviewThreshold:
-    """Confidence above which predictions reach the target precision, and what they cover."""
+class PrecisionCoverageCurve:
+    """One class's routing trade-off as its threshold falls: each point routes the predictions at or above it.
 
-    threshold: float
-    precision: float
-    coverage: float
-    target_precision: float
+    Attributes:
+        thresholds: Confidence cuts, descending.
+        coverage: Share of the class's predictions at or above each cut, 0–1, ascending.
+        precision: Share of those that were right, 0–1.
+    """
+
+    thresholds: list[float]
+    coverage: list[float]
+    precision: list[float]
 
 
-def review_threshold(confidences: np.ndarray, correct: np.ndarray, target_precision: float) -> ReviewThreshold:
-    """The lowest confidence at which the precision of the predictions at or above it reaches the target.
+def precision_coverage_curve(
+    confidences: np.ndarray, correct: np.ndarray, max_points: int = CURVE_POINTS
+) -> PrecisionCoverageCurve:
+    """Precision and coverage at every distinct confidence cut, thinned to at most `max_points` points.
 
     Args:
-        confidences: Top-class probability per test ticket.
-        correct: Whether each prediction was right.
-        target_precision: Precision to reach, 0–1.
+        confidences: Confidence of each prediction of one class.
+        correct: Whether each was right.
+        max_points: Most points kept; the first (highest cut) and last (everything routed) always are.
 
     Returns:
-        The threshold (above 1 when no threshold reaches the target: everything needs review), the precision
-        reached and the coverage (share of tickets at or above the threshold).
+        The curve (empty lists when there are no predictions).
     """
     confidences = np.asarray(confidences, dtype=float)
     correct = np.asarray(correct, dtype=bool)
+    if not len(confidences):
+        return PrecisionCoverageCurve([], [], [])
     order = np.argsort(-confidences, kind="stable")
-    sorted_conf, sorted_correct = confidences[order], correct[order]
-    precision_at = np.cumsum(sorted_correct) / np.arange(1, len(order) + 1)
-    # A threshold t keeps every ticket with confidence >= t: only the last of equal confidences is a cut.
-    is_cut = np.append(sorted_conf[1:] != sorted_conf[:-1], True) if len(order) else np.array([], dtype=bool)
-    ok = np.flatnonzero(is_cut & (precision_at >= target_precision))
-    if not len(ok):
-        return ReviewThreshold(1.01, 0.0, 0.0, target_precision)
-    last = ok[-1]
-    return ReviewThreshold(
-        float(sorted_conf[last]), float(precision_at[last]), float((last + 1) / len(order)), target_precision
+    sorted_conf = confidences[order]
+    routed = np.arange(1, len(order) + 1)
+    precision = np.cumsum(correct[order]) / routed
+    # A cut keeps every ticket at or above it: only the last of equal confidences is a point of the curve.
+    cuts = np.flatnonzero(np.append(sorted_conf[1:] != sorted_conf[:-1], True))
+    if len(cuts) > max_points:
+        cuts = cuts[np.unique(np.round(np.linspace(0, len(cuts) - 1, max_points)).astype(int))]
+    return PrecisionCoverageCurve(
+        sorted_conf[cuts].tolist(), (routed[cuts] / len(order)).tolist(), precision[cuts].tolist()
+    )
+
+
+@dataclass
+class ClassRouting:
+    """Test tickets predicted as one class, routed under the model's threshold for that class.
+
+    Attributes:
+        threshold: The model's review threshold for the class (above 1: every such ticket needs review).
+        predicted: Test tickets predicted as the class.
+        routed: Of those, the ones at or above the threshold (routed without review).
+        precision: Share of the routed ones that were right, 0–1 (0 when none was routed).
+        coverage: `routed / predicted`, 0–1 (0 when none was predicted).
+        curve: Precision against coverage of the class's predictions as the threshold falls.
+    """
+
+    threshold: float
+    predicted: int
+    routed: int
+    precision: float
+    coverage: float
+    curve: PrecisionCoverageCurve
+
+
+@dataclass
+class TargetRouting:
+    """One target's test tickets routed under the model's per-class review thresholds.
+
+    Attributes:
+        target_precision: Precision the thresholds were chosen to reach on out-of-fold predictions, 0–1.
+        routed: Test tickets routed without review (confidence at or above their predicted class's threshold).
+        precision: Share of the routed tickets that were right, 0–1 (0 when none was routed).
+        coverage: Share of the test tickets routed, 0–1.
+        classes: Per predicted class, its routing.
+    """
+
+    target_precision: float
+    routed: int
+    precision: float
+    coverage: float
+    classes: dict[str, ClassRouting]
+
+    @property
+    def min_class_precision(self) -> float:
+        """Lowest routed precision over the classes with at least one routed ticket (0 when none has one)."""
+        return min((c.precision for c in self.classes.values() if c.routed), default=0.0)
+
+    def below_target(self, tolerance: float = PRECISION_TOLERANCE) -> list[str]:
+        """Classes with routed tickets whose routed precision falls more than `tolerance` below the target."""
+        return [
+            label for label, c in self.classes.items() if c.routed and c.precision < self.target_precision - tolerance
+        ]
+
+
+def class_thresholds(thresholds: Mapping[str, float] | float, classes: list[str]) -> dict[str, float]:
+    """A target's review thresholds as `{class: threshold}` over `classes` and the classes they name.
+
+    Args:
+        thresholds: Per class (models trained with per-class thresholds), or one float for every class (models
+            pickled before).
+        classes: Classes that need a threshold (e.g. the predicted ones).
+
+    Returns:
+        One threshold per class, sorted by class; a class a per-class mapping does not name gets 0 (routes every
+        ticket), as `TicketModel.needs_review` does.
+    """
+    if isinstance(thresholds, Mapping):
+        named = {str(label): float(value) for label, value in thresholds.items()}
+        return {label: named.get(label, 0.0) for label in sorted(set(named) | set(classes))}
+    return dict.fromkeys(sorted(set(classes)), float(thresholds))
+
+
+def route_target(
+    predicted: np.ndarray,
+    correct: np.ndarray,
+    confidences: np.ndarray,
+    thresholds: Mapping[str, float] | float,
+    target_precision: float,
+) -> TargetRouting:
+    """Routes one target's tickets under per-class thresholds and measures precision and coverage.
+
+    Args:
+        predicted: Predicted class per ticket.
+        correct: Whether each prediction was right.
+        confidences: Top-class probability per ticket, 0–1.
+        thresholds: Per-class thresholds, or one for every class (see `class_thresholds`).
+        target_precision: Precision the thresholds were chosen to reach, 0–1.
+
+    Returns:
+        Overall and per-class routing.
+    """
+    predicted = np.asarray(predicted).astype(str)
+    correct = np.asarray(correct, dtype=bool)
+    confidences = np.asarray(confidences, dtype=float)
+    per_class = class_thresholds(thresholds, sorted(set(predicted)))
+    cut = np.array([per_class[label] for label in predicted], dtype=float)
+    routed = confidences >= cut  # below its class's threshold a ticket needs review
+    classes = {}
+    for label, threshold in per_class.items():
+        mine = predicted == label
+        kept = routed & mine
+        classes[label] = ClassRouting(
+            threshold=threshold,
+            predicted=int(mine.sum()),
+            routed=int(kept.sum()),
+            precision=float(correct[kept].mean()) if kept.any() else 0.0,
+            coverage=float(kept.sum() / mine.sum()) if mine.any() else 0.0,
+            curve=precision_coverage_curve(confidences[mine], correct[mine]),
+        )
+    return TargetRouting(
+        target_precision=float(target_precision),
+        routed=int(routed.sum()),
+        precision=float(correct[routed].mean()) if routed.any() else 0.0,
+        coverage=float(routed.mean()) if len(routed) else 0.0,
+        classes=classes,
     )
 
 
@@ -90,11 +238,24 @@ class TargetEvaluation:
     accuracy: float
     macro_f1: float
     ece: float
-    review: ReviewThreshold
+    reliability: ReliabilityBins
+    routing: TargetRouting
     classes: list[str]
     confusion: list[list[int]]
     per_class: dict[str, dict[str, float]]
     test_rows: int
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TargetEvaluation:
+        """Rebuilds a target's evaluation from `dataclasses.asdict` output (e.g. read back from JSON)."""
+        routing = dict(data["routing"])
+        routing["classes"] = {
+            label: ClassRouting(**{**c, "curve": PrecisionCoverageCurve(**c["curve"])})
+            for label, c in routing["classes"].items()
+        }
+        return cls(
+            **{**data, "reliability": ReliabilityBins(**data["reliability"]), "routing": TargetRouting(**routing)}
+        )
 
 
 @dataclass
@@ -108,10 +269,6 @@ class Evaluation:
         """Mean macro-F1 over the targets."""
         return float(np.mean([t.macro_f1 for t in self.targets.values()]))
 
-    def thresholds(self) -> dict[str, float]:
-        """Review threshold per target."""
-        return {name: t.review.threshold for name, t in self.targets.items()}
-
     def summary(self) -> dict[str, dict[str, float]]:
         """`{target: {accuracy, macro_f1}}`."""
         return {
@@ -119,7 +276,11 @@ class Evaluation:
         }
 
     def flat_metrics(self) -> dict[str, float]:
-        """Scalar metrics named `<target>_<metric>`, plus `mean_macro_f1`."""
+        """Scalar metrics named `<target>_<metric>`, plus `mean_macro_f1`.
+
+        Per target: accuracy, macro-F1, ECE, routed precision and coverage under the model's thresholds, and the
+        lowest routed precision of a class (over classes with a routed ticket).
+        """
         flat = {"mean_macro_f1": round(self.mean_macro_f1, 6)}
         for name, t in self.targets.items():
             flat.update(
@@ -127,8 +288,9 @@ class Evaluation:
                     f"{name}_accuracy": t.accuracy,
                     f"{name}_macro_f1": t.macro_f1,
                     f"{name}_ece": t.ece,
-                    f"{name}_review_threshold": t.review.threshold,
-                    f"{name}_review_coverage": t.review.coverage,
+                    f"{name}_routed_precision": t.routing.precision,
+                    f"{name}_routed_coverage": t.routing.coverage,
+                    f"{name}_min_class_routed_precision": t.routing.min_class_precision,
                 }
             )
         return {k: round(float(v), 6) for k, v in flat.items()}
@@ -143,23 +305,27 @@ class Evaluation:
     def from_json(cls, text: str) -> Evaluation:
         """Reads an evaluation written by `to_json`."""
         data = json.loads(text)
-        targets = {}
-        for name, t in data["targets"].items():
-            targets[name] = TargetEvaluation(**{**t, "review": ReviewThreshold(**t["review"])})
-        return cls(targets)
+        return cls({name: TargetEvaluation.from_dict(t) for name, t in data["targets"].items()})
 
 
 def score_target(
-    target: str, y_true: np.ndarray, y_pred: np.ndarray, confidences: np.ndarray, target_precision: float, bins: int
+    target: str,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    confidences: np.ndarray,
+    thresholds: Mapping[str, float] | float,
+    target_precision: float,
+    bins: int = 15,
 ) -> TargetEvaluation:
-    """Scores one target's predictions.
+    """Scores one target's predictions, routing them under the model's review thresholds.
 
     Args:
         target: Label column.
         y_true: True labels.
         y_pred: Predicted labels.
         confidences: Top-class probabilities.
-        target_precision: Precision the review threshold must reach.
+        thresholds: The model's review thresholds for this target: per class, or one float for every class.
+        target_precision: Precision the thresholds were chosen to reach (what the report compares with), 0–1.
         bins: Calibration bins.
 
     Returns:
@@ -178,7 +344,8 @@ def score_target(
         accuracy=float(accuracy_score(y_true, y_pred)),
         macro_f1=float(f1_score(y_true, y_pred, labels=sorted(set(y_true)), average="macro", zero_division=0)),
         ece=expected_calibration_error(confidences, correct, bins),
-        review=review_threshold(confidences, correct, target_precision),
+        reliability=reliability_bins(confidences, correct, bins),
+        routing=route_target(y_pred, correct, confidences, thresholds, target_precision),
         classes=classes,
         confusion=confusion_matrix(y_true, y_pred, labels=classes).tolist(),
         per_class=per_class,
@@ -192,43 +359,68 @@ def evaluate_model(
     """Scores a model on the test split, for every target it predicts that the test set labels.
 
     Args:
-        model: The fitted model.
+        model: The fitted model; its `review_thresholds` decide which test tickets route without review (a target
+            it has none for routes every ticket, as the model does).
         test: Test split with `text` and the label columns.
         vectors: The test texts' embeddings (None to encode them with the model's own encoder).
-        target_precision: Precision the review thresholds must reach.
+        target_precision: Precision the model's thresholds were chosen to reach, 0–1 (the report compares with it).
         bins: Calibration bins.
 
     Returns:
         The evaluation.
     """
     predictions = model.predict(test[TEXT].tolist(), vectors)
+    thresholds = getattr(model, "review_thresholds", None) or {}
     targets = {}
     for target, prediction in predictions.items():
         if target not in test.columns:
             continue
-        targets[target] = score_target(
-            target, test[target].to_numpy(), prediction.labels, prediction.confidences, target_precision, bins
+        t = targets[target] = score_target(
+            target,
+            test[target].to_numpy(),
+            prediction.labels,
+            prediction.confidences,
+            thresholds.get(target, 0.0),
+            target_precision,
+            bins,
         )
-        t = targets[target]
         log.info(
-            "evaluate: %s accuracy=%.4f macro-F1=%.4f ECE=%.4f review<%.3f (coverage %.1f%%)",
+            "evaluate: %s accuracy=%.4f macro-F1=%.4f ECE=%.4f routed precision=%.4f (target %.2f, lowest class %.4f)"
+            " coverage=%.1f%%",
             target,
             t.accuracy,
             t.macro_f1,
             t.ece,
-            t.review.threshold,
-            100 * t.review.coverage,
+            t.routing.precision,
+            t.routing.target_precision,
+            t.routing.min_class_precision,
+            100 * t.routing.coverage,
         )
     return Evaluation(targets)
 
 
-def confusion_png(classes: list[str], matrix: list[list[int]], title: str) -> bytes:
-    """Draws a confusion matrix (rows: true label, columns: predicted) as a PNG."""
+def _pyplot():
+    """Pyplot on matplotlib's Agg backend (a pipeline pod has no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(fig) -> bytes:
+    """Renders a figure as PNG bytes and closes it."""
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def confusion_png(classes: list[str], matrix: list[list[int]], title: str) -> bytes:
+    """Draws a confusion matrix (rows: true label, columns: predicted) as a PNG."""
+    plt = _pyplot()
     values = np.asarray(matrix)
     size = max(4.0, 0.6 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
@@ -251,16 +443,157 @@ def confusion_png(classes: list[str], matrix: list[list[int]], title: str) -> by
             )
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)
+
+
+def reliability_png(reliability: ReliabilityBins, ece: float, title: str) -> bytes:
+    """Draws a reliability diagram: accuracy against mean confidence per bin, the diagonal, and the bin counts.
+
+    Args:
+        reliability: Per-bin counts, mean confidences and accuracies.
+        ece: Expected calibration error over the same bins, shown in the title.
+        title: Title's start (e.g. the target).
+
+    Returns:
+        The PNG's bytes.
+    """
+    plt = _pyplot()
+    bins = len(reliability.counts)
+    counts = np.asarray(reliability.counts)
+    filled = counts > 0
+    left = np.linspace(0.0, 1.0, bins + 1)[:-1]
+    confidence = np.asarray(reliability.mean_confidence)[filled]
+    accuracy = np.asarray(reliability.accuracy)[filled]
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5.5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, layout="constrained"
+    )
+    top.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
+    top.bar(left[filled], accuracy, width=1 / bins, align="edge", alpha=0.3, edgecolor="C0", label="accuracy per bin")
+    top.plot(confidence, accuracy, "o-", color="C0", markersize=4, label="(mean confidence, accuracy)")
+    top.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy")
+    top.set_title(f"{title}: reliability, ECE {ece:.3f} ({bins} bins)")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(left, counts, width=1 / bins, align="edge", color="C0", alpha=0.6)
+    for x, n in zip(left[filled], counts[filled], strict=True):
+        bottom.text(x + 0.5 / bins, n, str(n), ha="center", va="bottom", fontsize=7)
+    bottom.set(xlabel="confidence", ylabel="tickets", ylim=(0, max(1, counts.max()) * 1.25))
+    return _png(fig)
+
+
+def precision_coverage_png(routing: TargetRouting, title: str, tolerance: float = PRECISION_TOLERANCE) -> bytes:
+    """Draws one panel per predicted class: precision of the routed tickets against coverage as the threshold falls.
+
+    Each panel marks the model's threshold as a point (red when the class's routed precision falls more than
+    `tolerance` below the target) and the target precision as a dashed line.
+
+    Args:
+        routing: The target's routing, with each class's curve.
+        title: Title's start (e.g. the target).
+        tolerance: How far below the target precision a class is flagged.
+
+    Returns:
+        The PNG's bytes.
+    """
+    plt = _pyplot()
+    labels = list(routing.classes)
+    columns = max(1, min(4, len(labels)))
+    rows = max(1, math.ceil(len(labels) / columns))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.2 * columns, 2.6 * rows + 0.6), squeeze=False, layout="constrained"
+    )
+    flagged = set(routing.below_target(tolerance))
+    for ax, label in zip(axes.flat, labels, strict=False):
+        c = routing.classes[label]
+        colour = "red" if label in flagged else "black"
+        ax.axhline(routing.target_precision, linestyle="--", color="grey", linewidth=1)
+        ax.plot(c.curve.coverage, c.curve.precision, "-", color="C0")
+        if c.routed:
+            ax.plot([c.coverage], [c.precision], "o", color="red" if label in flagged else "C1")
+            ax.annotate(
+                f"t={c.threshold:.2f}",
+                (c.coverage, c.precision),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=8,
+            )
+        note = "always review" if c.threshold > 1 else "nothing routed" if not c.routed else ""
+        if not c.predicted:
+            note = "no test predictions"
+        if note:
+            ax.text(0.97, 0.05, note, ha="right", va="bottom", transform=ax.transAxes, fontsize=8, color="grey")
+        low = min([*c.curve.precision, routing.target_precision])
+        ax.set(xlim=(0, 1.02), ylim=(max(0.0, low - 0.05), 1.02))
+        ax.set_title(f"{label} (n={c.predicted})", fontsize=9, color=colour)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(labels) :]:
+        ax.set_visible(False)
+    fig.supxlabel("coverage of the class's predictions", fontsize=9)
+    fig.supylabel("precision of the routed ones", fontsize=9)
+    fig.suptitle(
+        f"{title}: precision–coverage per predicted class (dashed: target {routing.target_precision:.2f}; "
+        "dot: the model's threshold)",
+        fontsize=10,
+    )
+    return _png(fig)
+
+
+def _image(png: bytes, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def routing_table(routing: TargetRouting, test_rows: int, tolerance: float = PRECISION_TOLERANCE) -> str:
+    """HTML table of routing per predicted class and over all classes; classes below target are flagged.
+
+    Args:
+        routing: The target's routing.
+        test_rows: Test tickets of the target (the "all classes" row's predictions).
+        tolerance: How far below the target precision a class's routed precision is flagged.
+
+    Returns:
+        The `<table>` element.
+    """
+    esc = html.escape
+    flagged = set(routing.below_target(tolerance))
+
+    def row(
+        label: str, threshold: str, predicted: int, routed: int, precision: float, coverage: float, kind: str
+    ) -> str:
+        shown = (f"{precision:.3f}" if routed else "–") + (" ▼" if kind == "below" else "")
+        attribute = f" class='{kind}'" if kind else ""
+        return (
+            f"<tr{attribute}><td>{esc(label)}</td><td>{threshold}</td><td>{predicted}</td><td>{routed}</td>"
+            f"<td>{shown}</td><td>{100 * coverage:.1f}%</td></tr>"
+        )
+
+    rows = [
+        row(
+            label,
+            "always review" if c.threshold > 1 else f"{c.threshold:.3f}",
+            c.predicted,
+            c.routed,
+            c.precision,
+            c.coverage,
+            "below" if label in flagged else "",
+        )
+        for label, c in routing.classes.items()
+    ]
+    rows.append(
+        row("all classes", "per class", test_rows, routing.routed, routing.precision, routing.coverage, "total")
+    )
+    return (
+        "<table><tr><th>predicted class</th><th>threshold</th><th>predicted</th><th>routed</th>"
+        f"<th>routed precision</th><th>coverage</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def render_html(
     evaluation: Evaluation, title: str = "ticketflow evaluation", facts: dict | None = None, bins: int = 15
 ) -> str:
-    """A self-contained HTML report: scores, review thresholds, per-class table and confusion matrices.
+    """A self-contained HTML report: scores, routing under the model's thresholds, calibration and confusion.
+
+    Per target: headline scores; routing per predicted class (classes whose routed precision falls more than
+    `PRECISION_TOLERANCE` below the target are flagged); a reliability diagram; per-class precision–coverage
+    curves; the per-class precision/recall table and the confusion matrix.
 
     Args:
         evaluation: The evaluation to show.
@@ -276,7 +609,8 @@ def render_html(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
         "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f3f3f3}"
-        "td:first-child{text-align:left}</style></head><body>",
+        "td:first-child{text-align:left}tr.below td{background:#fde2e2;color:#a00}tr.total td{font-weight:bold}"
+        "img{max-width:100%;display:block;margin:1em 0}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
     ]
     if facts:
@@ -287,14 +621,25 @@ def render_html(
         )
     parts.append(f"<p>Mean macro-F1 over targets (the quality gate's score): <b>{evaluation.mean_macro_f1:.4f}</b></p>")
     for name, t in evaluation.targets.items():
-        r = t.review
+        r = t.routing
         parts.append(
             f"<h2>{esc(name)}</h2><table><tr><th>accuracy</th><th>macro-F1</th><th>ECE ({bins} bins)</th>"
-            f"<th>review threshold</th><th>precision above it</th><th>coverage</th><th>test tickets</th></tr>"
+            f"<th>routed precision</th><th>coverage</th><th>lowest class precision</th><th>test tickets</th></tr>"
             f"<tr><td>{t.accuracy:.4f}</td><td>{t.macro_f1:.4f}</td><td>{t.ece:.4f}</td>"
-            f"<td>{r.threshold:.3f}</td><td>{r.precision:.3f} (target {r.target_precision:.2f})</td>"
-            f"<td>{100 * r.coverage:.1f}%</td><td>{t.test_rows}</td></tr></table>"
+            f"<td>{r.precision:.3f} (target {r.target_precision:.2f})</td><td>{100 * r.coverage:.1f}%</td>"
+            f"<td>{r.min_class_precision:.3f}</td><td>{t.test_rows}</td></tr></table>"
         )
+        parts.append(
+            "<h3>Routing under the model's review thresholds</h3>"
+            "<p>A ticket routes without review when its confidence reaches its predicted class's threshold, chosen "
+            f"in training to reach precision {r.target_precision:.2f} on out-of-fold predictions. Rows marked ▼: the "
+            f"routed precision on the test split is more than {PRECISION_TOLERANCE:.2f} below that.</p>"
+        )
+        parts.append(routing_table(r, t.test_rows))
+        parts.append(_image(precision_coverage_png(r, name), f"precision-coverage curves of {name}"))
+        parts.append("<h3>Calibration</h3>")
+        parts.append(_image(reliability_png(t.reliability, t.ece, name), f"reliability diagram of {name}"))
+        parts.append("<h3>Per-class scores</h3>")
         rows = "".join(
             f"<tr><td>{esc(c)}</td><td>{m['precision']:.3f}</td><td>{m['recall']:.3f}</td>"
             f"<td>{m['f1']:.3f}</td><td>{m['support']}</td></tr>"
@@ -303,8 +648,9 @@ def render_html(
         parts.append(
             f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>"
         )
-        png = base64.b64encode(confusion_png(t.classes, t.confusion, f"{name}: confusion matrix")).decode()
-        parts.append(f"<img alt='confusion matrix of {esc(name)}' src='data:image/png;base64,{png}'>")
+        parts.append(
+            _image(confusion_png(t.classes, t.confusion, f"{name}: confusion matrix"), f"confusion matrix of {name}")
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -335,7 +681,7 @@ def evaluate_from_files(
         "test tickets": len(test),
         "embedding model": model.embedding_model,
         "targets": ", ".join(model.targets),
-        "target precision": target_precision,
+        "target precision (the thresholds' aim)": target_precision,
     }
     with open(html_path, "w", encoding="utf-8") as f:
         f.write(render_html(evaluation, facts=facts, bins=bins))

@@ -210,6 +210,7 @@ def train_classifier(
     embedding_max_tokens: int,
     batch_size: int,
     seed: int,
+    target_precision: float,
     model: Output[Model],
 ):
     """Trains a calibrated classifier per labelled target (category, and priority when labelled).
@@ -224,6 +225,8 @@ def train_classifier(
         embedding_max_tokens: The encoder's token limit (stored in the model likewise).
         batch_size: Tickets encoded per batch at prediction time.
         seed: Seed of the hyperparameter search, the folds and the models.
+        target_precision: Precision, 0–1, each class's tickets above its review threshold reach on out-of-fold
+            predictions (the thresholds travel with the model).
         model: The fitted `TicketModel` (joblib), predicting from raw text.
     """
     import logging
@@ -238,6 +241,7 @@ def train_classifier(
         embedding_max_tokens=embedding_max_tokens,
         embed_batch_size=batch_size,
         seed=seed,
+        target_precision=target_precision,
     )
     info = train_from_files(train_set.path, embeddings.path, ingest_report.path, collection, cfg, model.path)
     model.metadata.update(info)
@@ -255,18 +259,21 @@ def evaluate_classifier(
     report: Output[HTML],
     evaluation: Output[Artifact],
 ):
-    """Scores the model on the test split: metrics, confusion matrices, calibration, review thresholds.
+    """Scores the model on the test split: metrics, confusion matrices, calibration, routing under its thresholds.
 
     Args:
-        model: The trained model.
+        model: The trained model, with the per-class review thresholds chosen in training.
         test_set: Test split.
         embeddings: Vectors of both splits.
-        target_precision: Precision the review threshold must reach on the test set, 0–1.
-        metrics: Accuracy, macro-F1, calibration error and review threshold/coverage per target.
+        target_precision: Precision the model's review thresholds were chosen to reach, 0–1; the report compares
+            the test split's routed precision with it.
+        metrics: Per target: accuracy, macro-F1, calibration error, routed precision and coverage under the
+            model's thresholds, and the lowest routed precision of a class.
         category_metrics: Confusion matrix of the category.
         priority_metrics: Confusion matrix of the priority (empty when the data has no priority).
-        report: HTML report with per-class scores and confusion-matrix pictures.
-        evaluation: The evaluation as JSON (thresholds travel with the model from here).
+        report: HTML report: routing per class with precision-coverage curves, reliability diagrams, per-class
+            scores and confusion matrices.
+        evaluation: The evaluation as JSON, for the register step.
     """
     import logging
 
@@ -317,7 +324,7 @@ def register_classifier(
         mlflow_tracking_uri: MLflow tracking URI; empty means MLFLOW_TRACKING_URI or the embedded sqlite file.
         vector_store_uri: ChromaDB folder or http://host:port; empty means the configured default (used only
             when the champion embeds with another model).
-        target_precision: Precision the review threshold must reach (used to score the champion).
+        target_precision: Precision the review thresholds were chosen to reach (the champion's report compares to it).
 
     Returns:
         JSON summary: rows, metrics, MLflow run and version, and the gate's decision.

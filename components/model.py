@@ -1,10 +1,14 @@
 """The ticket model: one object that embeds raw text and classifies it for every target.
 
-Each target (category/queue, priority) gets a `FusionClassifier`: TF-IDF word 1–2 grams with a linear model,
-fused late with a small neural network on sentence embeddings. Embeddings alone fall short of TF-IDF on
-lower-cased, stop-word-free ticket text, but they add what word overlap misses, so the two are combined by a
-weighted sum of log-probabilities. The weight, the regularisation and a softmax temperature (so that
-confidences are calibrated) are all chosen on out-of-fold predictions: no extra model fits.
+Each target (category/queue, priority) gets a `NeighbourStackClassifier`: TF-IDF word 1–2 grams with a linear
+model, stacked with the label votes of the ticket's nearest training tickets under a gradient-boosted
+meta-model. The nearest tickets come from an exact index of the training vectors that travels inside the model
+(`neighbours.NeighbourIndex`), so the pyfunc, batch scoring and the predictor need no ChromaDB server to
+classify. The regularisation, a softmax temperature (calibrated confidences) and each class's review threshold
+are chosen on out-of-fold predictions of the training split.
+
+`FusionClassifier` (TF-IDF fused late with an MLP on the embeddings) is the model trained before; it stays so
+that versions registered with it keep loading and predicting, and as a candidate in the benchmarks.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import numpy as np
 import pandas as pd
 import sklearn
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import expit, log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import SGDClassifier
@@ -29,8 +34,11 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 
 from ticketflow.components.embed import EncoderSpec, embed_with_cache
+from ticketflow.components.forest import FlatForest
 from ticketflow.components.ingest import ColumnMapping
+from ticketflow.components.neighbours import NeighbourIndex, Neighbours, neighbour_votes
 from ticketflow.components.prepare import TEXT, merge_text, normalise_whitespace, text_hash
+from ticketflow.components.routing import class_review_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,26 @@ def _aligned_log_proba(estimator, X, classes: np.ndarray) -> np.ndarray:
     return out
 
 
+def text_pipeline(alpha: float, random_state: int) -> Pipeline:
+    """TF-IDF word 1–2 grams (sublinear tf) and a class-balanced linear model with log-loss (probabilities)."""
+    return Pipeline(
+        [
+            ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, dtype=np.float32)),
+            (
+                "clf",
+                SGDClassifier(
+                    loss="log_loss",
+                    alpha=alpha,
+                    class_weight="balanced",
+                    max_iter=100,
+                    tol=1e-4,
+                    random_state=random_state,
+                ),
+            ),
+        ]
+    )
+
+
 class FusionClassifier(ClassifierMixin, BaseEstimator):
     """TF-IDF + linear model fused with an embedding MLP, temperature-calibrated.
 
@@ -82,22 +110,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _text_model(self, alpha: float) -> Pipeline:
-        return Pipeline(
-            [
-                ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, dtype=np.float32)),
-                (
-                    "clf",
-                    SGDClassifier(
-                        loss="log_loss",
-                        alpha=alpha,
-                        class_weight="balanced",
-                        max_iter=100,
-                        tol=1e-4,
-                        random_state=self.random_state,
-                    ),
-                ),
-            ]
-        )
+        return text_pipeline(alpha, self.random_state)
 
     def _embedding_model(self, n_samples: int) -> MLPClassifier:
         # Early stopping holds out 10 %: with very few tickets that hold-out cannot cover every class.
@@ -177,6 +190,10 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         """Calibrated class probabilities from arrays (the serving path: `predict_proba` without the frame)."""
         return softmax(self.fused_scores(texts, vectors) / self.temperature_, axis=1)
 
+    def class_probabilities(self, texts: np.ndarray, vectors: np.ndarray, neighbours: Neighbours | None) -> np.ndarray:
+        """Calibrated class probabilities (the interface `TicketModel` calls; this model has no use for neighbours)."""
+        return self.calibrated_proba(texts, vectors)
+
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """Fused log-scores before calibration, one column per class."""
         return self.fused_scores(*_split_features(X))
@@ -188,6 +205,162 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Most probable class per row."""
         return self.classes_[self.decision_function(X).argmax(1)]
+
+
+class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
+    """TF-IDF + linear model stacked with the nearest training tickets' label votes under a boosted meta-model.
+
+    Single linear models on ticket text plateau; the one signal that adds to them is which labels a ticket's
+    nearest training tickets (by embedding) carry. A gradient-boosted model learns how far to trust each: its
+    inputs are the linear model's out-of-fold class probabilities and the votes (`neighbours.neighbour_votes`),
+    where a training ticket is never its own neighbour. The boosted model's own out-of-fold scores then fit a
+    softmax temperature (calibrated confidences) and each class's review threshold.
+
+    Args:
+        sgd_alphas: Regularisation strengths tried for the TF-IDF model (the best out-of-fold macro-F1 wins).
+        neighbour_ks: Neighbourhood sizes whose votes are features, e.g. (5, 20, 50).
+        booster_iterations: Boosting iterations of the meta-model.
+        booster_learning_rate: Its learning rate.
+        booster_max_leaf_nodes: Leaves per tree.
+        booster_max_depth: Depth per tree: shallow trees score one ticket in about 0.1 ms (`forest.FlatForest`).
+        review_precision: Precision, 0–1, each class's tickets above its review threshold reach out of fold.
+        cv: Stratified folds of the out-of-fold predictions.
+        random_state: Seed of the folds and the models.
+    """
+
+    def __init__(
+        self,
+        sgd_alphas: Sequence[float] = (1e-5, 3e-5),
+        neighbour_ks: Sequence[int] = (5, 20, 50),
+        booster_iterations: int = 100,
+        booster_learning_rate: float = 0.1,
+        booster_max_leaf_nodes: int = 15,
+        booster_max_depth: int = 5,
+        review_precision: float = 0.91,
+        cv: int = 5,
+        random_state: int = 42,
+    ) -> None:
+        self.sgd_alphas = sgd_alphas
+        self.neighbour_ks = neighbour_ks
+        self.booster_iterations = booster_iterations
+        self.booster_learning_rate = booster_learning_rate
+        self.booster_max_leaf_nodes = booster_max_leaf_nodes
+        self.booster_max_depth = booster_max_depth
+        self.review_precision = review_precision
+        self.cv = cv
+        self.random_state = random_state
+
+    def _text_model(self, alpha: float) -> Pipeline:
+        return text_pipeline(alpha, self.random_state)
+
+    def _booster(self) -> HistGradientBoostingClassifier:
+        return HistGradientBoostingClassifier(
+            max_iter=self.booster_iterations,
+            learning_rate=self.booster_learning_rate,
+            max_leaf_nodes=self.booster_max_leaf_nodes,
+            max_depth=self.booster_max_depth,
+            early_stopping=False,
+            random_state=self.random_state,
+        )
+
+    def _votes(self, neighbours: Neighbours) -> np.ndarray:
+        return neighbour_votes(neighbours, self.neighbour_labels_, len(self.classes_), self.neighbour_ks)
+
+    def fit(self, texts: Sequence[str], y: Sequence[str], neighbours: Neighbours) -> NeighbourStackClassifier:
+        """Fits the text model and the meta-model on out-of-fold features, the temperature and the thresholds.
+
+        Args:
+            texts: Training texts.
+            y: Their labels.
+            neighbours: Each training ticket's nearest training tickets, itself excluded (row i of the index is
+                training ticket i), at least `max(neighbour_ks)` of them.
+
+        Returns:
+            self
+        """
+        texts = np.asarray([str(t) for t in texts], dtype=object)
+        y = np.asarray(y).astype(str)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError(f"need at least two classes to train, got {list(self.classes_)}")
+        y_index = np.searchsorted(self.classes_, y)
+        self.neighbour_labels_ = y_index.astype(np.int16)
+        folds = list(StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state).split(texts, y))
+        oof_text = {a: np.zeros((len(y), len(self.classes_))) for a in self.sgd_alphas}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for train_idx, valid_idx in folds:
+                for alpha in self.sgd_alphas:
+                    model = self._text_model(alpha).fit(texts[train_idx], y[train_idx])
+                    oof_text[alpha][valid_idx] = np.exp(_aligned_log_proba(model, texts[valid_idx], self.classes_))
+            text_scores = {a: f1_score(y, self.classes_[p.argmax(1)], average="macro") for a, p in oof_text.items()}
+            # Highest macro-F1; among ties the first (the order of `sgd_alphas`) wins.
+            self.alpha_ = max(text_scores, key=lambda a: text_scores[a])
+            self.text_cv_macro_f1_ = float(text_scores[self.alpha_])
+            features = np.hstack([oof_text[self.alpha_], self._votes(neighbours)])
+            oof_scores = np.zeros((len(y), len(self.classes_)))
+            for train_idx, valid_idx in folds:
+                booster = self._booster().fit(features[train_idx], y_index[train_idx])
+                scores = np.full((len(valid_idx), len(self.classes_)), np.log(_EPS))
+                scores[:, booster.classes_] = FlatForest(booster).class_scores(features[valid_idx])
+                oof_scores[valid_idx] = scores
+            self.temperature_ = _fit_temperature(oof_scores, y_index)
+            oof_proba = softmax(oof_scores / self.temperature_, axis=1)
+            predicted = self.classes_[oof_proba.argmax(1)]
+            self.cv_macro_f1_ = float(f1_score(y, predicted, average="macro"))
+            self.review_thresholds_ = class_review_thresholds(
+                oof_proba.max(1), predicted, predicted == y, self.classes_, self.review_precision
+            )
+            self.text_model_ = self._text_model(self.alpha_).fit(texts, y)
+            self.forest_ = FlatForest(self._booster().fit(features, y_index))
+        log.info(
+            "train: alpha=%g text cv macro-F1=%.4f stacked cv macro-F1=%.4f temperature=%.3f",
+            self.alpha_,
+            self.text_cv_macro_f1_,
+            self.cv_macro_f1_,
+            self.temperature_,
+        )
+        return self
+
+    def text_proba(self, texts: np.ndarray) -> np.ndarray:
+        """The text model's class probabilities, as its `predict_proba` gives them, without its per-call checks.
+
+        scikit-learn validates the input and multiplies by a transposed copy of the coefficients on every call:
+        about 1 ms of a single ticket's answer. Here the TF-IDF rows meet a contiguous copy made once.
+        """
+        if self.__dict__.get("_text_weights") is None:
+            classifier = self.text_model_.named_steps["clf"]
+            self._text_weights = (np.ascontiguousarray(classifier.coef_.T), classifier.intercept_)
+        weights, intercept = self._text_weights
+        decision = self.text_model_.named_steps["tfidf"].transform(texts) @ weights + intercept
+        # SGDClassifier's log-loss probabilities: one-vs-rest sigmoids normalised to sum to 1 (two classes: one).
+        positive = expit(decision)
+        if positive.shape[1] == 1:
+            return np.column_stack([1.0 - positive[:, 0], positive[:, 0]])
+        return positive / np.clip(positive.sum(axis=1, keepdims=True), _EPS, None)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickles without the contiguous copy of the coefficients (made again on first use)."""
+        state = super().__getstate__()  # scikit-learn's, which records its version
+        state.pop("_text_weights", None)
+        return state
+
+    def features(self, texts: np.ndarray, neighbours: Neighbours) -> np.ndarray:
+        """The meta-model's input: the text model's class probabilities and the neighbours' votes."""
+        return np.hstack([self.text_proba(texts), self._votes(neighbours)])
+
+    def class_probabilities(self, texts: np.ndarray, vectors: np.ndarray, neighbours: Neighbours | None) -> np.ndarray:
+        """Calibrated class probabilities, one column per class of `classes_`.
+
+        Args:
+            texts: Merged ticket texts, shape (n,).
+            vectors: Their embeddings (unused: the neighbours carry what the vectors say).
+            neighbours: Their nearest training tickets from the model's index.
+        """
+        if neighbours is None:
+            raise ValueError("NeighbourStackClassifier needs the tickets' neighbours")
+        scores = self.forest_.class_scores(self.features(texts, neighbours))
+        return softmax(scores / self.temperature_, axis=1)
 
 
 def _fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
@@ -219,10 +392,13 @@ class TicketModel:
         embed_batch_size: Texts per encode batch.
         embedding_precision: The encoder's precision at training (`int8` or `fp32`); predictions encode the same way.
         embedding_max_tokens: The encoder's token limit at training (0: the model's own).
-        classifiers: One fitted `FusionClassifier` per label column.
+        classifiers: One fitted classifier per label column (`NeighbourStackClassifier`; `FusionClassifier` in
+            models trained before it).
         collection: ChromaDB collection with the training tickets (for similar tickets).
-        review_thresholds: Per target, the confidence below which a ticket needs review (set by evaluation).
+        review_thresholds: Per target and predicted class, the confidence below which a ticket needs review
+            (chosen in training on out-of-fold predictions). Models trained before hold one float per target.
         info: Free-form facts about the training run.
+        neighbour_index: The training tickets' vectors, searched for the classifiers' neighbour votes.
     """
 
     mapping: ColumnMapping
@@ -230,8 +406,9 @@ class TicketModel:
     embed_batch_size: int
     classifiers: dict[str, FusionClassifier]
     collection: str = ""
-    review_thresholds: dict[str, float] = field(default_factory=dict)
+    review_thresholds: dict[str, dict[str, float] | float] = field(default_factory=dict)
     info: dict[str, object] = field(default_factory=dict)
+    neighbour_index: NeighbourIndex | None = None
     # Models pickled before these existed were trained on PyTorch's fp32 vectors at the model's own limit: the
     # class defaults say so (unpickling restores the instance's dict, and a missing attribute falls back here).
     embedding_precision: str = "fp32"
@@ -331,18 +508,32 @@ class TicketModel:
         out = {}
         # The inputs are ours and already checked (strings, finite unit vectors): skipping sklearn's per-call
         # validation takes about a third off one ticket's classification, which matters on the request path.
+        neighbours = self.neighbours(vector_array)
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
             for target, classifier in self.classifiers.items():
-                proba = classifier.calibrated_proba(text_array, vector_array)
+                proba = classifier.class_probabilities(text_array, vector_array, neighbours)
                 best = proba.argmax(1)
                 out[target] = TargetPrediction(classifier.classes_[best], proba.max(1), classifier.classes_, proba)
         return out
 
+    def neighbours(self, vectors: np.ndarray) -> Neighbours | None:
+        """The tickets' nearest training tickets, as many as the classifiers' votes read (None without an index)."""
+        wanted = [max(c.neighbour_ks) for c in self.classifiers.values() if hasattr(c, "neighbour_ks")]
+        if self.__dict__.get("neighbour_index") is None or not wanted:  # absent in models pickled before it
+            return None
+        return self.neighbour_index.search(vectors, max(wanted))
+
     def needs_review(self, predictions: dict[str, TargetPrediction]) -> np.ndarray:
-        """True where any target's confidence is below its review threshold."""
+        """True where any target's confidence is below the review threshold of the class it predicts.
+
+        A class without a threshold routes every ticket; a legacy single threshold applies to every class.
+        """
         flags = np.zeros(len(next(iter(predictions.values())).labels), dtype=bool)
         for target, prediction in predictions.items():
-            flags |= prediction.confidences < self.review_thresholds.get(target, 0.0)
+            thresholds = self.review_thresholds.get(target, 0.0)
+            if isinstance(thresholds, dict):
+                thresholds = np.array([thresholds.get(str(label), 0.0) for label in prediction.labels], dtype=float)
+            flags |= prediction.confidences < thresholds
         return flags
 
     def predict_frame(self, texts: Sequence[str], vectors: np.ndarray | None = None) -> pd.DataFrame:

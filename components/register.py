@@ -158,7 +158,12 @@ def use_experiment(cfg: TicketflowConfig, experiment: str) -> MlflowClient:
 
 
 def training_metrics(evaluation: Evaluation) -> dict[str, float]:
-    """The run's metrics: `mean_macro_f1` and, per target, accuracy, macro-F1, ECE and review threshold/coverage."""
+    """The run's metrics: `mean_macro_f1` and, per target (`<target>.<metric>`), accuracy, macro-F1 and ECE.
+
+    Also per target, under the model's per-class review thresholds on the test split: the routed tickets'
+    precision (`routed_precision`), the share routed (`routed_coverage`) and the lowest routed precision of a class
+    with a routed ticket (`min_class_routed_precision`).
+    """
     metrics = {"mean_macro_f1": evaluation.mean_macro_f1}
     for target, t in evaluation.targets.items():
         metrics.update(
@@ -166,8 +171,9 @@ def training_metrics(evaluation: Evaluation) -> dict[str, float]:
                 f"{target}.accuracy": t.accuracy,
                 f"{target}.macro_f1": t.macro_f1,
                 f"{target}.ece": t.ece,
-                f"{target}.review_threshold": t.review.threshold,
-                f"{target}.review_coverage": t.review.coverage,
+                f"{target}.routed_precision": t.routing.precision,
+                f"{target}.routed_coverage": t.routing.coverage,
+                f"{target}.min_class_routed_precision": t.routing.min_class_precision,
             }
         )
     return metrics
@@ -300,7 +306,7 @@ def register_model(
     """Logs the run and the model, registers a version as `challenger`, and applies the quality gate.
 
     Args:
-        model: The fitted model; its review thresholds are set from `evaluation` before logging.
+        model: The fitted model (its per-class review thresholds were chosen in training).
         evaluation: The model's test-set evaluation.
         train: Training split, logged as the reference snapshot for drift checks.
         test: Test split, logged too; the champion is scored on it.
@@ -321,7 +327,6 @@ def register_model(
     if len(test_vectors) != len(test):
         raise ValueError(f"test_vectors has {len(test_vectors)} rows for {len(test)} test tickets")
     client = use_experiment(cfg, experiment)
-    model.review_thresholds = evaluation.thresholds()
     run_id, model_uri = log_training_run(model, evaluation, train, test, fingerprint, cfg, artifacts)
     version = register_version(client, cfg, run_id, model_uri, model.collection)
     decision = gate_version(client, version, model, evaluation.mean_macro_f1, test, test_vectors, cfg, store)

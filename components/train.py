@@ -1,4 +1,4 @@
-"""Train: one calibrated `FusionClassifier` per labelled target, wrapped in a `TicketModel`."""
+"""Train: one calibrated `NeighbourStackClassifier` per labelled target, wrapped in a `TicketModel`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 
 from ticketflow.components.config import TicketflowConfig
 from ticketflow.components.ingest import ColumnMapping
-from ticketflow.components.model import FusionClassifier, TicketModel, feature_frame
+from ticketflow.components.model import NeighbourStackClassifier, TicketModel
+from ticketflow.components.neighbours import NeighbourIndex
 from ticketflow.components.prepare import TEXT
 
 log = logging.getLogger(__name__)
@@ -24,26 +25,35 @@ def fit_ticket_model(
         train: Training split (`text` plus the label columns).
         vectors: Embeddings of `train`, row-aligned.
         mapping: Column roles (the label columns are the targets).
-        cfg: Configuration (seed, folds, search grids, embedding model).
+        cfg: Configuration (seed, folds, search grid, neighbourhoods, target precision, embedding model).
         collection: ChromaDB collection holding these tickets.
 
     Returns:
-        The fitted model (review thresholds are added by evaluation).
+        The fitted model, with each class's review threshold.
     """
     if len(train) != len(vectors):
         raise ValueError(f"{len(train)} training tickets but {len(vectors)} vectors")
-    features = feature_frame(train[TEXT].tolist(), vectors)
+    index = NeighbourIndex(vectors)
+    # Every training ticket's neighbours but itself: the votes it learns from are the votes an unseen ticket gets.
+    neighbours = index.search(index.matrix, max(cfg.neighbour_ks), exclude_rows=np.arange(len(index)))
+    texts = train[TEXT].astype(str).tolist()
     classifiers = {}
     for target in mapping.label_columns:
         log.info("train: fitting %s on %d tickets, %d classes", target, len(train), train[target].nunique())
-        classifiers[target] = FusionClassifier(
-            sgd_alphas=cfg.sgd_alphas, fusion_weights=cfg.fusion_weights, cv=cfg.cv_folds, random_state=cfg.seed
-        ).fit(features, train[target].to_numpy())
+        classifiers[target] = NeighbourStackClassifier(
+            sgd_alphas=cfg.sgd_alphas,
+            neighbour_ks=cfg.neighbour_ks,
+            booster_iterations=cfg.booster_iterations,
+            booster_learning_rate=cfg.booster_learning_rate,
+            review_precision=cfg.target_precision,
+            cv=cfg.cv_folds,
+            random_state=cfg.seed,
+        ).fit(texts, train[target].to_numpy(), neighbours)
     info = {
         target: {
             "alpha": c.alpha_,
-            "fusion_weight": c.fusion_weight_,
             "temperature": c.temperature_,
+            "text_cv_macro_f1": c.text_cv_macro_f1_,
             "cv_macro_f1": c.cv_macro_f1_,
         }
         for target, c in classifiers.items()
@@ -56,7 +66,9 @@ def fit_ticket_model(
         embedding_max_tokens=cfg.embedding_max_tokens,
         classifiers=classifiers,
         collection=collection,
+        review_thresholds={target: c.review_thresholds_ for target, c in classifiers.items()},
         info={"hyperparameters": info},
+        neighbour_index=index,
     )
 
 

@@ -79,7 +79,8 @@ def training_from_dataset(
             fp32. The model records it and the predictor encodes the same way.
         embedding_max_tokens: Tokens of a ticket the encoder reads (the rest is cut); 0 means the model's limit.
         embed_batch_size: Tickets encoded per batch.
-        target_precision: Precision, 0–1, that predictions above each target's review threshold must reach.
+        target_precision: Precision, 0–1, each class's tickets routed without review reach out of fold (per-class
+            review thresholds, chosen in training, travel with the model).
         registered_model_name: MLflow registered model name, also the KServe model name.
         mlflow_tracking_uri: MLflow tracking URI; empty means the configured default.
         vector_store_uri: ChromaDB folder or http://host:port; empty means the configured default.
@@ -121,6 +122,7 @@ def training_from_dataset(
         embedding_max_tokens=embedding_max_tokens,
         batch_size=embed_batch_size,
         seed=seed,
+        target_precision=target_precision,
     )
     evaluate = evaluate_classifier(
         model=train.outputs["model"],
@@ -191,7 +193,8 @@ def training_pipeline(
             fp32. The model records it and the predictor encodes the same way.
         embedding_max_tokens: Tokens of a ticket the encoder reads (the rest is cut); 0 means the model's limit.
         embed_batch_size: Tickets encoded per batch.
-        target_precision: Precision, 0–1, that predictions above each target's review threshold must reach.
+        target_precision: Precision, 0–1, each class's tickets routed without review reach out of fold (per-class
+            review thresholds, chosen in training, travel with the model).
         registered_model_name: MLflow registered model name, also the KServe model name.
         mlflow_tracking_uri: MLflow tracking URI; empty means MLFLOW_TRACKING_URI, else the image's cluster
             default (the MLflow Service), or a local sqlite file.

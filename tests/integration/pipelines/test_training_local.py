@@ -147,7 +147,13 @@ def test_registered_version_carries_aliases_tags_and_reference(
     assert run.data.metrics["category.macro_f1"] == pytest.approx(
         first_run["metrics"]["category"]["macro_f1"], abs=1e-4
     )
-    assert {"category.review_threshold", "priority.ece", "mean_macro_f1"} <= set(run.data.metrics)
+    assert {
+        "category.routed_precision",
+        "category.routed_coverage",
+        "category.min_class_routed_precision",
+        "priority.ece",
+        "mean_macro_f1",
+    } <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(first_run["run_id"])}
     assert {"evaluation.html", "evaluation.json", "rejected_rows.csv", "ingest_report.json", "reference"} <= artifacts
     reference = pd.read_parquet(mlflow.artifacts.download_artifacts(version.tags["reference_uri"]))

@@ -47,9 +47,11 @@ READ = [
     ("embed_batch_size", "TICKETFLOW_EMBED_BATCH_SIZE", "16", 16),
     ("embedding_precision", "TICKETFLOW_EMBEDDING_PRECISION", "fp32", "fp32"),
     ("embedding_max_tokens", "TICKETFLOW_EMBEDDING_MAX_TOKENS", "64", 64),
-    ("cv_folds", "TICKETFLOW_CV_FOLDS", "5", 5),
+    ("cv_folds", "TICKETFLOW_CV_FOLDS", "3", 3),
     ("sgd_alphas", "TICKETFLOW_SGD_ALPHAS", "[1e-4, 1e-3]", (1e-4, 1e-3)),
-    ("fusion_weights", "TICKETFLOW_FUSION_WEIGHTS", "0.2,0.8", (0.2, 0.8)),
+    ("neighbour_ks", "TICKETFLOW_NEIGHBOUR_KS", "3,10", (3, 10)),
+    ("booster_iterations", "TICKETFLOW_BOOSTER_ITERATIONS", "40", 40),
+    ("booster_learning_rate", "TICKETFLOW_BOOSTER_LEARNING_RATE", "0.2", 0.2),
     ("target_precision", "TICKETFLOW_TARGET_PRECISION", "0.95", 0.95),
     ("calibration_bins", "TICKETFLOW_CALIBRATION_BINS", "10", 10),
     ("registered_model_name", "TICKETFLOW_MODEL_NAME", "ticket-router", "ticket-router"),
@@ -167,7 +169,7 @@ def test_list_fields_take_commas_or_json(monkeypatch: pytest.MonkeyPatch) -> Non
     cfg = TicketflowConfig.from_env()
     assert cfg.text_columns == ("subject", "body, with a comma")
     assert cfg.sgd_alphas == (1e-4, 1e-3)
-    assert TicketflowConfig(text_columns=["a", "b"], fusion_weights=[0.5]).text_columns == ("a", "b")  # lists → tuples
+    assert TicketflowConfig(text_columns=["a", "b"], neighbour_ks=[5]).neighbour_ks == (5,)  # lists → tuples
 
 
 # --- constructing reads nothing; importing does nothing ---------------------------------------------------------
@@ -261,7 +263,7 @@ def test_falsy_overrides_that_are_values_are_kept() -> None:
         ("TICKETFLOW_EMBEDDING_MAX_TOKENS", "-1", "greater than or equal to 0"),
         ("TICKETFLOW_PROFILE", "laptop", "'local' or 'cluster'"),
         ("TICKETFLOW_MASK_PERSONAL_DATA", "maybe", "valid boolean"),
-        ("TICKETFLOW_FUSION_WEIGHTS", "0.5,2", "less than or equal to 1"),
+        ("TICKETFLOW_NEIGHBOUR_KS", "5,0", "greater than or equal to 1"),
         ("TICKETFLOW_SGD_ALPHAS", "[1e-4,", "Value error"),
         ("TICKETFLOW_CV_FOLDS", "1", "greater than or equal to 2"),
         ("TICKETFLOW_LOG_RETENTION_DAYS", "0", "greater than or equal to 1"),
@@ -306,7 +308,7 @@ def test_frozen() -> None:
     assert hash(cfg) == hash(TicketflowConfig())
     assert {cfg: "usable as a key"}[TicketflowConfig()] == "usable as a key"
     copy = cfg.model_copy(update={"cv_folds": 2})
-    assert (copy.cv_folds, cfg.cv_folds) == (2, 3)
+    assert (copy.cv_folds, cfg.cv_folds) == (2, 5)
 
 
 def test_as_params_are_flat_and_leave_the_token_out(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -314,7 +316,7 @@ def test_as_params_are_flat_and_leave_the_token_out(monkeypatch: pytest.MonkeyPa
     cfg = TicketflowConfig.from_env()
     params = cfg.as_params()
     assert set(params) == set(TicketflowConfig.model_fields) - {"api_token"}
-    assert params["sgd_alphas"] == "1e-05,3e-05,0.0001" and params["text_columns"] == ""
+    assert (params["sgd_alphas"], params["neighbour_ks"], params["text_columns"]) == ("1e-05,3e-05", "5,20,50", "")
     assert all(isinstance(value, str | int | float | bool) for value in params.values())
     assert "s3cret" not in repr(cfg) and "s3cret" not in json.dumps(params)
     assert cfg.api_token is not None and cfg.api_token.get_secret_value() == "s3cret"

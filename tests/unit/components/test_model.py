@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from ticketflow.components.config import BUNDLED_EMBEDDING_MODEL, TicketflowConfig
-from ticketflow.components.embed import EncoderSpec
+from ticketflow.components.embed import EncoderSpec, encode_texts
 from ticketflow.components.ingest import ColumnMapping
 from ticketflow.components.model import FusionClassifier, TicketModel, _fit_temperature, feature_frame
 
@@ -325,8 +325,7 @@ SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample_tickets.csv"
 
 
 @pytest.fixture(scope="module")
-def sample_model(tmp_path_factory):
-    from ticketflow.components.embed import encode_texts
+def sample_ticket_model(tmp_path_factory):
     from ticketflow.components.ingest import ingest_tickets
     from ticketflow.components.prepare import TEXT, prepare_tickets
     from ticketflow.components.train import fit_ticket_model
@@ -337,12 +336,31 @@ def sample_model(tmp_path_factory):
     prepared = prepare_tickets(ingested.tickets, ingested.mapping, cfg.test_size, cfg.seed)
     encoder = EncoderSpec.from_config(cfg).load()  # what `make run` trains and serves with
     vectors = encode_texts(encoder, prepared.train[TEXT].tolist(), cfg.embed_batch_size)
-    model = fit_ticket_model(prepared.train, vectors, ingested.mapping, cfg)
+    return fit_ticket_model(prepared.train, vectors, ingested.mapping, cfg), encoder
+
+
+@pytest.fixture(scope="module")
+def sample_model(sample_ticket_model):
+    model, encoder = sample_ticket_model
 
     def categories(texts: list[str]) -> list[str]:
         return model.predict(texts, encode_texts(encoder, texts, 8))["category"].labels.tolist()
 
     return categories
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("The VPN keeps DISCONNECTING from home", "the vpn keeps disconnecting from home"),
+        ("my invoice\n\nshows a   double charge", "  my invoice shows a double charge\t"),
+    ],
+)
+def test_case_and_whitespace_change_no_probability(sample_ticket_model, a, b):
+    model, encoder = sample_ticket_model
+    first, second = (model.predict([text], encode_texts(encoder, [text], 8))["category"] for text in (a, b))
+    np.testing.assert_allclose(first.probabilities, second.probabilities, atol=1e-6)
+    np.testing.assert_allclose(first.probabilities.sum(axis=1), 1.0)
 
 
 @pytest.mark.parametrize(

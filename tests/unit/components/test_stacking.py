@@ -1,0 +1,210 @@
+"""Logic tests of the stacked classifier and its parts: the neighbour index, the votes, the flattened booster."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from tests.unit.components.test_model import CLASSES, synthetic
+from ticketflow.components.forest import FlatForest
+from ticketflow.components.ingest import ColumnMapping
+from ticketflow.components.model import NeighbourStackClassifier, TargetPrediction, TicketModel
+from ticketflow.components.neighbours import NeighbourIndex, Neighbours, neighbour_votes
+from ticketflow.components.routing import NEVER
+
+QUICK = {"booster_iterations": 20, "cv": 3, "neighbour_ks": (3, 10), "random_state": 0}
+
+
+def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+# --- NeighbourIndex -------------------------------------------------------------------------------------------
+
+
+def test_search_finds_the_exact_nearest_tickets_most_similar_first():
+    index = NeighbourIndex(unit_vectors(300, 12, seed=0))
+    queries = unit_vectors(20, 12, seed=1)
+    found = index.search(queries, 7)
+    similarities = queries @ index.matrix.T
+    expected = np.argsort(-similarities, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(found.rows, expected)
+    np.testing.assert_allclose(found.similarities, np.take_along_axis(similarities, expected, axis=1), rtol=1e-6)
+    assert (np.diff(found.similarities, axis=1) <= 0).all()
+
+
+def test_a_training_ticket_is_never_its_own_neighbour():
+    vectors = unit_vectors(200, 8, seed=2)
+    index = NeighbourIndex(vectors)
+    own = index.search(index.matrix, 5)
+    assert (own.rows[:, 0] == np.arange(200)).all()  # unexcluded, each ticket's nearest is itself
+    excluded = index.search(index.matrix, 5, exclude_rows=np.arange(200))
+    assert not (excluded.rows == np.arange(200)[:, None]).any()
+    # The rest of the order is unchanged: the excluded search is the unexcluded one shifted by one.
+    np.testing.assert_array_equal(excluded.rows[:, :4], index.search(index.matrix, 6).rows[:, 1:5])
+
+
+def test_search_caps_k_at_the_index_size_and_refuses_an_empty_one():
+    index = NeighbourIndex(unit_vectors(4, 6, seed=3))
+    assert index.search(unit_vectors(2, 6, seed=4), 50).rows.shape == (2, 4)
+    assert index.search(index.matrix, 50, exclude_rows=np.arange(4)).rows.shape == (4, 3)
+    with pytest.raises(ValueError, match="no neighbours"):
+        NeighbourIndex(unit_vectors(1, 6, seed=5)).search(unit_vectors(1, 6, seed=5), 3, exclude_rows=np.array([0]))
+
+
+def test_index_normalises_stores_float16_and_pickles_without_its_float32_copy():
+    index = NeighbourIndex(3.0 * unit_vectors(50, 10, seed=6))
+    assert index.vectors.dtype == np.float16
+    np.testing.assert_allclose(np.linalg.norm(index.matrix, axis=1), 1.0, atol=1e-3)
+    state = pickle.dumps(index)
+    assert len(state) < 50 * 10 * 2 + 1000  # float16 only
+    restored = pickle.loads(state)
+    query = unit_vectors(3, 10, seed=7)
+    np.testing.assert_array_equal(restored.search(query, 5).rows, index.search(query, 5).rows)
+
+
+# --- neighbour_votes -----------------------------------------------------------------------------------------
+
+
+def test_votes_are_similarity_weighted_shares_then_top_similarity_then_class_nearest():
+    labels = np.array([0, 1, 1, 2])
+    neighbours = Neighbours(rows=np.array([[1, 0, 2]]), similarities=np.array([[0.9, 0.6, 0.3]], dtype=np.float32))
+    votes = neighbour_votes(neighbours, labels, n_classes=3, ks=(1, 3))
+    np.testing.assert_allclose(votes[0, :3], [0.0, 1.0, 0.0])  # k=1: only row 1 (class 1)
+    np.testing.assert_allclose(votes[0, 3:6], [0.6 / 1.8, 1.2 / 1.8, 0.0], rtol=1e-6)  # k=3
+    assert votes[0, 6] == pytest.approx(0.9)
+    np.testing.assert_allclose(votes[0, 7:], [0.6, 0.9, 0.0], rtol=1e-6)  # per class, its nearest ticket
+
+
+def test_votes_of_neighbours_with_no_positive_similarity_are_an_unweighted_share():
+    neighbours = Neighbours(rows=np.array([[0, 1]]), similarities=np.array([[-0.1, -0.2]], dtype=np.float32))
+    votes = neighbour_votes(neighbours, np.array([0, 1]), n_classes=2, ks=(2,))
+    np.testing.assert_allclose(votes[0, :2], [0.5, 0.5])
+
+
+# --- FlatForest ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_flat_forest_scores_as_scikit_learn_does(n_classes):
+    rng = np.random.default_rng(8)
+    X = rng.random((400, 9))
+    X[rng.random(X.shape) < 0.05] = np.nan  # missing values take the side the tree learnt
+    y = rng.integers(0, n_classes, 400)
+    booster = HistGradientBoostingClassifier(max_iter=40, max_depth=5, early_stopping=False, random_state=0).fit(X, y)
+    forest = FlatForest(booster)
+    X_new = rng.random((300, 9))
+    X_new[rng.random(X_new.shape) < 0.05] = np.nan
+    np.testing.assert_allclose(forest.predict_proba(X_new), booster.predict_proba(X_new), atol=1e-12)
+    np.testing.assert_allclose(softmax(forest.class_scores(X_new), axis=1), booster.predict_proba(X_new), atol=1e-12)
+    np.testing.assert_allclose(forest.predict_proba(X_new[:1]), booster.predict_proba(X_new[:1]), atol=1e-12)
+
+
+# --- NeighbourStackClassifier --------------------------------------------------------------------------------
+
+
+def fit_stack(texts, vectors, labels, **params) -> tuple[NeighbourStackClassifier, NeighbourIndex]:
+    index = NeighbourIndex(vectors)
+    neighbours = index.search(index.matrix, 10, exclude_rows=np.arange(len(index)))
+    return NeighbourStackClassifier(**{**QUICK, **params}).fit(texts, labels, neighbours), index
+
+
+@pytest.fixture(scope="module")
+def stacked():
+    texts, vectors, labels = synthetic(40, seed=0)
+    return fit_stack(texts, vectors, labels)
+
+
+def probabilities(model: NeighbourStackClassifier, index: NeighbourIndex, texts, vectors) -> np.ndarray:
+    return model.class_probabilities(np.array(texts, dtype=object), vectors, index.search(vectors, 10))
+
+
+def test_stack_probabilities_are_distributions_in_class_order(stacked):
+    model, index = stacked
+    texts, vectors, labels = synthetic(20, seed=1)
+    proba = probabilities(model, index, texts, vectors)
+    assert proba.shape == (len(texts), len(CLASSES))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert list(model.classes_) == sorted(CLASSES)
+    assert (model.classes_[proba.argmax(1)] == labels).mean() > 0.8  # chance is 1/3
+
+
+def test_stack_uses_the_neighbours_when_only_the_embeddings_carry_signal():
+    texts, vectors, labels = synthetic(40, seed=0, text_signal=False)
+    model, index = fit_stack(texts, vectors, labels)
+    test_texts, test_vectors, test_labels = synthetic(20, seed=1, text_signal=False)
+    accuracy = (model.classes_[probabilities(model, index, test_texts, test_vectors).argmax(1)] == test_labels).mean()
+    assert accuracy > 0.8
+
+
+def test_stack_text_probabilities_equal_the_text_pipelines(stacked):
+    model, _ = stacked
+    texts = np.array(synthetic(10, seed=2)[0], dtype=object)
+    np.testing.assert_allclose(model.text_proba(texts), model.text_model_.predict_proba(texts), atol=1e-12)
+
+
+def test_stack_fit_is_deterministic_and_picks_alpha_from_the_grid():
+    texts, vectors, labels = synthetic(30, seed=3)
+    first, index = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4, 1e-3))
+    second, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4, 1e-3))
+    assert first.alpha_ in (1e-4, 1e-3)
+    assert (first.alpha_, first.temperature_, first.review_thresholds_) == (
+        second.alpha_,
+        second.temperature_,
+        second.review_thresholds_,
+    )
+    query_texts, query_vectors, _ = synthetic(5, seed=4)
+    first_proba = probabilities(first, index, query_texts, query_vectors)
+    np.testing.assert_array_equal(first_proba, probabilities(second, index, query_texts, query_vectors))
+
+
+def test_stack_thresholds_cover_every_class_and_rise_with_the_precision_asked():
+    texts, vectors, labels = synthetic(40, seed=5)
+    loose, _ = fit_stack(texts, vectors, labels, review_precision=0.5)
+    strict, _ = fit_stack(texts, vectors, labels, review_precision=1.0)
+    assert set(loose.review_thresholds_) == set(CLASSES) == set(strict.review_thresholds_)
+    for label in CLASSES:
+        assert 0.0 <= loose.review_thresholds_[label] <= strict.review_thresholds_[label] <= NEVER
+
+
+def test_stack_refuses_a_single_class_and_a_call_without_neighbours(stacked):
+    texts, vectors, _ = synthetic(10, seed=6)
+    index = NeighbourIndex(vectors)
+    with pytest.raises(ValueError, match="two classes"):
+        NeighbourStackClassifier(**QUICK).fit(texts, ["Access"] * len(texts), index.search(index.matrix, 5))
+    with pytest.raises(ValueError, match="neighbours"):
+        stacked[0].class_probabilities(np.array(texts, dtype=object), vectors, None)
+
+
+# --- TicketModel with per-class review thresholds ------------------------------------------------------------
+
+
+def ticket_model(thresholds: dict) -> TicketModel:
+    mapping = ColumnMapping(("text",), "category", "priority")
+    return TicketModel(mapping, "unused", 8, classifiers={}, review_thresholds=thresholds)
+
+
+def prediction(labels: list[str], confidences: list[float]) -> TargetPrediction:
+    classes = np.array(sorted(set(labels)))
+    return TargetPrediction(np.array(labels), np.array(confidences), classes, np.zeros((len(labels), len(classes))))
+
+
+def test_needs_review_follows_the_threshold_of_the_predicted_class():
+    model = ticket_model({"category": {"Access": 0.3, "Billing": 0.8}, "priority": {"high": 0.5, "low": NEVER}})
+    predictions = {
+        "category": prediction(["Access", "Access", "Billing", "Billing", "Access"], [0.35, 0.29, 0.79, 0.8, 0.9]),
+        "priority": prediction(["high", "high", "high", "high", "low"], [0.9, 0.9, 0.9, 0.9, 0.99]),
+    }
+    # Ticket 2: Billing below its own 0.8 (though above Access's 0.3); ticket 5: "low" always needs review.
+    assert model.needs_review(predictions).tolist() == [False, True, True, False, True]
+
+
+def test_a_legacy_single_threshold_applies_to_every_class():
+    model = ticket_model({"category": 0.6})
+    predictions = {"category": prediction(["Access", "Billing", "Billing"], [0.59, 0.6, 0.95])}
+    assert model.needs_review(predictions).tolist() == [True, False, False]
