@@ -205,8 +205,9 @@ lock: ## regenerate the locks from pyproject.toml with uv (needs PyPI); UPGRADE=
 	  -e '2a # runtime lock, for Linux x86_64 / CPython 3.11. Install it beside that lock (after torch, as there):' \
 	  -e '2a #    pip install -r requirements.txt -r requirements-dev.txt' requirements-dev.txt
 
-bench: install ## measure quality and speed (training, serving, encoding, drift, prediction log), write BENCHMARKS.md (≈ 1 h)
+bench: install ## measure quality and speed (training, quality, serving, encoding, drift, log), write BENCHMARKS.md (≈ 1 h 20 min)
 	@$(PY) -m benchmarks.bench_training
+	@$(PY) -m benchmarks.bench_quality
 	@$(PY) -m benchmarks.bench_serving
 	@$(PY) -m benchmarks.bench_encoding
 	@$(PY) -m benchmarks.bench_drift

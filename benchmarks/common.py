@@ -1,6 +1,6 @@
 """What the benchmarks share: progress lines, timing, machine load, and the results file they write.
 
-Each benchmark stores its part of `benchmarks/results.json` ("training", "serving", "encoding", "drift",
+Each benchmark stores its part of `benchmarks/results.json` ("training", "quality", "serving", "encoding", "drift",
 "store") and then renders `BENCHMARKS.md` from the whole file: one summary table (figure, value, baseline, ratio,
 goal, met?), each part's notes and further figures (or a table of its own), and the runs the figures come from.
 Neither pyperf nor pytest-benchmark is installed, so timing is `time.perf_counter` around each call and the
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results.json"
 REPORT = ROOT / "BENCHMARKS.md"
-PARTS = ("training", "serving", "encoding", "drift", "store")  # their order in the report
+PARTS = ("training", "quality", "serving", "encoding", "drift", "store")  # their order in the report
 # Folders of this machine that a report must not name: they mean nothing on another machine.
 MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|tmp|home|Users|root|var|mnt|opt|private|srv|scratch)/[^\s`'\")|]*")
 _STARTED = time.perf_counter()
@@ -283,7 +283,7 @@ def save(part: str, data: Mapping[str, object], results: Path = RESULTS, report:
     """Stores one benchmark's part of the results file and renders the report from the whole file.
 
     Args:
-        part: "training", "serving", "encoding", "drift" or "store".
+        part: One of `PARTS` ("training", "quality", "serving", "encoding", "drift" or "store").
         data: `run` (see `run_facts`), `summary` and `figures` (lists of `figure` rows), `notes` (Markdown
             lines) and `details` (any JSON); optionally `title` (the section's heading) and `table` (`columns`
             and `rows` of Markdown cells, shown after the notes).
@@ -349,10 +349,11 @@ def render(everything: Mapping[str, Mapping[str, object]]) -> str:
     out = [
         "# ticketflow benchmarks" + (" — QUICK MODE (tiny inputs; do not quote)" if quick else ""),
         "",
-        "Written by `make bench` (`benchmarks/bench_training.py`, `bench_serving.py`, `bench_encoding.py`, "
-        "`bench_drift.py`, `bench_store.py`, ≈ 1 h on 2 cores) from `benchmarks/results.json`, which holds every "
-        "figure below and more detail. Values are medians; each ratio compares two figures measured in the same run "
-        "on the same machine, so ratios carry over to another CPU and absolute times do not.",
+        "Written by `make bench` (`benchmarks/bench_training.py`, `bench_quality.py`, `bench_serving.py`, "
+        "`bench_encoding.py`, `bench_drift.py`, `bench_store.py`, ≈ 1 h 20 min on 2 cores) from "
+        "`benchmarks/results.json`, which holds every figure below and more detail. Values are medians; each ratio "
+        "compares two figures measured in the same run on the same machine, so ratios carry over to another CPU and "
+        "absolute times do not.",
         "",
         "**Where the figures come from**: " + _sources(runs) + " Commands, commits and machine: *Runs*, at the end.",
         "",

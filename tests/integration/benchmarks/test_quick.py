@@ -1,7 +1,8 @@
-"""The five benchmarks in quick mode: tiny inputs, results in a temp folder, the repo's report untouched.
+"""The six benchmarks in quick mode: tiny inputs, results in a temp folder, the repo's report untouched.
 
-Slow (a training run through kfp.local, a server, a drift check, a 20,000-row prediction log: a few minutes on a
-busy 2-core machine), but it is the only check that the writers still fit the code they measure.
+Slow (a training run through kfp.local, the quality part's 16 small fits, a server, a drift check, a 20,000-row
+prediction log: a few minutes on a busy 2-core machine), but it is the only check that the writers still fit the
+code they measure.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.bench_quality import CANDIDATES, FOLDS, schemes
 from benchmarks.bench_store import ARMS, QUERIES, full_scans
 from benchmarks.common import PARTS, REPORT, RESULTS, ROOT, machine_paths, render
 
@@ -35,6 +37,7 @@ def quick_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     committed = RESULTS.read_bytes(), REPORT.read_bytes()
     results = folder / "results.json"
     bench("training", "--results", str(results), "--workdir", str(folder / "work"))
+    bench("quality", "--results", str(results))
     bench("serving", "--results", str(results), "--home", str(folder / "work" / "home-sample"))
     bench("encoding", "--results", str(results), "--home", str(folder / "work" / "home-sample"))
     bench("drift", "--results", str(results))
@@ -63,6 +66,12 @@ def test_quick_runs_measure_each_goal(quick_results: Path) -> None:
     names = " | ".join(goals)
     for expected in (
         "sample category macro-f1",
+        "sample category macro-F1, default model (stretch goal)",
+        "ECE (15 bins), default model",
+        "routed precision, default's thresholds",
+        "lowest routed precision of a class",
+        "routed coverage, default's thresholds",
+        "sample priority macro-F1, default model, 2-fold CV mean",
         "embed step, fresh store",
         "V1 one ticket over HTTP",
         "V2 batches",
@@ -94,3 +103,19 @@ def test_quick_store_run_times_each_query_with_and_without_indexes(quick_results
     assert sqlite["full_scans"] == {query: [] for query in QUERIES}
     assert all(full_scans(sqlite["plans_without_indexes"][query]) for query in QUERIES if query != "live_accuracy()")
     assert sqlite["pandas_review_queue_seconds"] > 0
+
+
+def test_quick_quality_run_scores_every_candidate_and_scheme(quick_results: Path) -> None:
+    quality = json.loads(quick_results.read_text(encoding="utf-8"))["quality"]
+    report = (quick_results.parent / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert "## Quality: candidates, cross-validation, calibration" in report
+    candidates = quality["details"]["it_service"]["candidates"]
+    assert list(candidates) == list(CANDIDATES)
+    for key, name in CANDIDATES.items():
+        scores = candidates[key]
+        assert 0 <= scores["ece"] <= 1 and 0 < scores["macro_f1"] <= 1 and scores["train_seconds"] >= 0, key
+        assert quality["details"]["it_service"]["one_ticket_median_s"][key] > 0, key
+        assert f"| {name} |" in report
+    # One row per target × scheme × tags variant: the bundled sample has category and priority, and tags.
+    assert len(quality["table"]["rows"]) == 2 * len(schemes(FOLDS[1])) * 2
+    assert quality["details"]["customer_support"]["near_duplicates"]["clusters"] >= 0
