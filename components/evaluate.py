@@ -14,13 +14,15 @@ import io
 import json
 import logging
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from ticketflow.components import privacy
+from ticketflow.components.ingest import TICKET_ID
 from ticketflow.components.model import TicketModel
 from ticketflow.components.prepare import TEXT
 from ticketflow.components.routing import expected_calibration_error
@@ -31,6 +33,10 @@ log = logging.getLogger(__name__)
 PRECISION_TOLERANCE = 0.02
 # Points kept per precision–coverage curve in the evaluation (enough for a plot, small enough for JSON).
 CURVE_POINTS = 100
+# Confused class pairs shown per target, example tickets per pair, and the length of an example's snippet.
+CONFUSED_PAIRS = 3
+CONFUSED_EXAMPLES = 2
+SNIPPET_CHARS = 200
 
 
 @dataclass
@@ -231,8 +237,113 @@ def route_target(
 
 
 @dataclass
+class ConfusedExample:
+    """One test ticket of a confused pair: what it said (masked, shortened) and what the model made of it.
+
+    Attributes:
+        snippet: The ticket's text, personal data masked, about `SNIPPET_CHARS` characters.
+        true_label: Its true class.
+        predicted_label: The class the model predicted.
+        confidence: The model's confidence in that prediction, 0–1.
+        ticket_id: Its ticket id ("" when the test split has none).
+    """
+
+    snippet: str
+    true_label: str
+    predicted_label: str
+    confidence: float
+    ticket_id: str = ""
+
+
+@dataclass
+class ConfusedPair:
+    """Test tickets of one true class predicted as one other class (directed: A taken for B, not B for A).
+
+    Attributes:
+        true_label: The tickets' true class.
+        predicted_label: The class the model predicted instead.
+        count: Test tickets of `true_label` predicted as `predicted_label`.
+        share: `count` over the test tickets of `true_label`, 0–1.
+        examples: Up to `CONFUSED_EXAMPLES` of them, most confident mistake first.
+    """
+
+    true_label: str
+    predicted_label: str
+    count: int
+    share: float
+    examples: list[ConfusedExample]
+
+
+def confused_pairs(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    confidences: np.ndarray,
+    texts: Sequence[str] | None = None,
+    ticket_ids: Sequence[str] | None = None,
+    top: int = CONFUSED_PAIRS,
+    examples: int = CONFUSED_EXAMPLES,
+    snippet_chars: int = SNIPPET_CHARS,
+    mask: bool = True,
+) -> list[ConfusedPair]:
+    """The most frequent mistakes of one target, as directed pairs (true A predicted as B), with example tickets.
+
+    Pairs are directed: "Network taken for Access" and "Access taken for Network" are two pairs, since they call for
+    different fixes (and read differently in the confusion matrix's rows and columns). Order: most tickets first,
+    ties by true label, then predicted label. Examples: the pair's most confident mistakes first (the ones routing
+    is likeliest to send on without review), ties in test-split order, so the choice is deterministic.
+
+    Args:
+        y_true: True labels.
+        y_pred: Predicted labels.
+        confidences: Top-class probability per ticket, 0–1.
+        texts: Ticket texts, row-aligned; None gives examples without snippets.
+        ticket_ids: Ticket ids, row-aligned; None leaves the examples' ids empty.
+        top: Most pairs returned.
+        examples: Most example tickets per pair.
+        snippet_chars: Longest snippet, in characters.
+        mask: Mask e-mail addresses and phone numbers in the snippets (as the prediction log does).
+
+    Returns:
+        Up to `top` pairs with at least one ticket each (none when every prediction was right).
+    """
+    y_true, y_pred = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
+    confidences = np.asarray(confidences, dtype=float)
+    wrong = np.flatnonzero(y_true != y_pred)
+    counts: dict[tuple[str, str], list[int]] = {}
+    for i in wrong:
+        counts.setdefault((y_true[i], y_pred[i]), []).append(int(i))
+    ranked = sorted(counts.items(), key=lambda item: (-len(item[1]), item[0]))[:top]
+    masker = privacy.mask_personal_data if mask else None
+    pairs = []
+    for (true_label, predicted_label), rows in ranked:
+        chosen = sorted(rows, key=lambda i: (-confidences[i], i))[:examples]
+        pairs.append(
+            ConfusedPair(
+                true_label=true_label,
+                predicted_label=predicted_label,
+                count=len(rows),
+                share=len(rows) / int((y_true == true_label).sum()),
+                examples=[
+                    ConfusedExample(
+                        snippet=privacy.snippet(str(texts[i]), snippet_chars, masker) if texts is not None else "",
+                        true_label=true_label,
+                        predicted_label=predicted_label,
+                        confidence=float(confidences[i]),
+                        ticket_id=str(ticket_ids[i]) if ticket_ids is not None else "",
+                    )
+                    for i in chosen
+                ],
+            )
+        )
+    return pairs
+
+
+@dataclass
 class TargetEvaluation:
-    """Scores of one target on the test set."""
+    """Scores of one target on the test set.
+
+    `confused_pairs` is empty in evaluations written before it existed (and when every prediction was right).
+    """
 
     target: str
     accuracy: float
@@ -244,6 +355,7 @@ class TargetEvaluation:
     confusion: list[list[int]]
     per_class: dict[str, dict[str, float]]
     test_rows: int
+    confused_pairs: list[ConfusedPair] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict) -> TargetEvaluation:
@@ -253,8 +365,17 @@ class TargetEvaluation:
             label: ClassRouting(**{**c, "curve": PrecisionCoverageCurve(**c["curve"])})
             for label, c in routing["classes"].items()
         }
+        pairs = [
+            ConfusedPair(**{**p, "examples": [ConfusedExample(**e) for e in p["examples"]]})
+            for p in data.get("confused_pairs", [])  # absent from evaluations written before
+        ]
         return cls(
-            **{**data, "reliability": ReliabilityBins(**data["reliability"]), "routing": TargetRouting(**routing)}
+            **{
+                **data,
+                "reliability": ReliabilityBins(**data["reliability"]),
+                "routing": TargetRouting(**routing),
+                "confused_pairs": pairs,
+            }
         )
 
 
@@ -316,6 +437,9 @@ def score_target(
     thresholds: Mapping[str, float] | float,
     target_precision: float,
     bins: int = 15,
+    texts: Sequence[str] | None = None,
+    ticket_ids: Sequence[str] | None = None,
+    mask_personal_data: bool = True,
 ) -> TargetEvaluation:
     """Scores one target's predictions, routing them under the model's review thresholds.
 
@@ -327,6 +451,9 @@ def score_target(
         thresholds: The model's review thresholds for this target: per class, or one float for every class.
         target_precision: Precision the thresholds were chosen to reach (what the report compares with), 0–1.
         bins: Calibration bins.
+        texts: The tickets' texts, row-aligned: the confused pairs' examples quote them (None: no snippets).
+        ticket_ids: The tickets' ids, row-aligned (None: examples without ids).
+        mask_personal_data: Mask e-mail addresses and phone numbers in the examples' snippets.
 
     Returns:
         The target's evaluation.
@@ -350,11 +477,17 @@ def score_target(
         confusion=confusion_matrix(y_true, y_pred, labels=classes).tolist(),
         per_class=per_class,
         test_rows=len(y_true),
+        confused_pairs=confused_pairs(y_true, y_pred, confidences, texts, ticket_ids, mask=mask_personal_data),
     )
 
 
 def evaluate_model(
-    model: TicketModel, test: pd.DataFrame, vectors: np.ndarray | None, target_precision: float, bins: int = 15
+    model: TicketModel,
+    test: pd.DataFrame,
+    vectors: np.ndarray | None,
+    target_precision: float,
+    bins: int = 15,
+    mask_personal_data: bool = True,
 ) -> Evaluation:
     """Scores a model on the test split, for every target it predicts that the test set labels.
 
@@ -365,11 +498,14 @@ def evaluate_model(
         vectors: The test texts' embeddings (None to encode them with the model's own encoder).
         target_precision: Precision the model's thresholds were chosen to reach, 0–1 (the report compares with it).
         bins: Calibration bins.
+        mask_personal_data: Mask e-mail addresses and phone numbers in the confused pairs' example snippets.
 
     Returns:
         The evaluation.
     """
-    predictions = model.predict(test[TEXT].tolist(), vectors)
+    texts = test[TEXT].tolist()
+    ticket_ids = test[TICKET_ID].astype(str).tolist() if TICKET_ID in test.columns else None
+    predictions = model.predict(texts, vectors)
     thresholds = getattr(model, "review_thresholds", None) or {}
     targets = {}
     for target, prediction in predictions.items():
@@ -383,6 +519,9 @@ def evaluate_model(
             thresholds.get(target, 0.0),
             target_precision,
             bins,
+            texts,
+            ticket_ids,
+            mask_personal_data,
         )
         log.info(
             "evaluate: %s accuracy=%.4f macro-F1=%.4f ECE=%.4f routed precision=%.4f (target %.2f, lowest class %.4f)"
@@ -586,6 +725,39 @@ def routing_table(routing: TargetRouting, test_rows: int, tolerance: float = PRE
     )
 
 
+def confused_pairs_html(pairs: list[ConfusedPair]) -> str:
+    """The "Most confused pairs" section of one target: per pair, its count and its example tickets.
+
+    Args:
+        pairs: The target's confused pairs (see `confused_pairs`); snippets are already masked.
+
+    Returns:
+        A heading and a `<table class='confused'>` (a sentence instead when there are none).
+    """
+    esc = html.escape
+    heading = (
+        "<h3>Most confused pairs</h3><p>True class taken for another on the test split (directed: A taken for B), "
+        "most tickets first; examples are the most confident mistakes, personal data masked.</p>"
+    )
+    if not pairs:
+        return heading + "<p>No mistakes on the test split.</p>"
+    rows = []
+    for pair in pairs:
+        examples = "".join(
+            f"<li><q>{esc(e.snippet)}</q> <small>({esc(e.ticket_id) + ', ' if e.ticket_id else ''}true "
+            f"{esc(e.true_label)}, predicted {esc(e.predicted_label)} at {e.confidence:.2f})</small></li>"
+            for e in pair.examples
+        )
+        rows.append(
+            f"<tr><td>{esc(pair.true_label)} → {esc(pair.predicted_label)}</td><td>{pair.count}</td>"
+            f"<td>{100 * pair.share:.1f}%</td><td class='examples'><ul>{examples}</ul></td></tr>"
+        )
+    return (
+        heading + "<table class='confused'><tr><th>true → predicted</th><th>tickets</th><th>share of true class</th>"
+        f"<th>examples</th></tr>{''.join(rows)}</table>"
+    )
+
+
 def render_html(
     evaluation: Evaluation, title: str = "ticketflow evaluation", facts: dict | None = None, bins: int = 15
 ) -> str:
@@ -593,7 +765,8 @@ def render_html(
 
     Per target: headline scores; routing per predicted class (classes whose routed precision falls more than
     `PRECISION_TOLERANCE` below the target are flagged); a reliability diagram; per-class precision–coverage
-    curves; the per-class precision/recall table and the confusion matrix.
+    curves; the per-class precision/recall table, the confusion matrix, and the most confused class pairs with
+    example tickets (personal data masked).
 
     Args:
         evaluation: The evaluation to show.
@@ -610,7 +783,8 @@ def render_html(
         "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f3f3f3}"
         "td:first-child{text-align:left}tr.below td{background:#fde2e2;color:#a00}tr.total td{font-weight:bold}"
-        "img{max-width:100%;display:block;margin:1em 0}</style></head><body>",
+        "img{max-width:100%;display:block;margin:1em 0}td.examples{text-align:left;max-width:45em}"
+        "td.examples ul{margin:0;padding-left:1.2em}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
     ]
     if facts:
@@ -651,6 +825,7 @@ def render_html(
         parts.append(
             _image(confusion_png(t.classes, t.confusion, f"{name}: confusion matrix"), f"confusion matrix of {name}")
         )
+        parts.append(confused_pairs_html(t.confused_pairs))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -663,8 +838,22 @@ def evaluate_from_files(
     html_path: str,
     evaluation_path: str,
     bins: int = 15,
+    mask_personal_data: bool = True,
 ) -> Evaluation:
     """The evaluate step on files: scores the model, writes the HTML report and the evaluation JSON.
+
+    The report quotes test tickets (the confused pairs' examples), masked by default: it is read by more people
+    than the prediction log is.
+
+    Args:
+        model_path: The trained model (joblib).
+        test_path: Parquet of the test split.
+        embeddings_path: The embed step's vectors (the test ones are scored).
+        target_precision: Precision the model's thresholds were chosen to reach, 0–1.
+        html_path: Where to write the HTML report.
+        evaluation_path: Where to write the evaluation JSON.
+        bins: Calibration bins.
+        mask_personal_data: Mask e-mail addresses and phone numbers in the quoted tickets.
 
     Returns:
         The evaluation.
@@ -676,7 +865,7 @@ def evaluate_from_files(
     model: TicketModel = joblib.load(model_path)
     test = pd.read_parquet(test_path)
     _, test_vectors = load_split_vectors(embeddings_path)
-    evaluation = evaluate_model(model, test, test_vectors, target_precision, bins)
+    evaluation = evaluate_model(model, test, test_vectors, target_precision, bins, mask_personal_data)
     facts = {
         "test tickets": len(test),
         "embedding model": model.embedding_model,

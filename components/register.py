@@ -1,9 +1,11 @@
 """Register: log the run and the model to MLflow, register a version, then apply the quality gate.
 
-Three steps, in `register_model`: `log_training_run` (params, metrics, the reference snapshot, reports and the
+Four steps, in `register_model`: `log_training_run` (params, metrics, the reference snapshot, reports and the
 model as an MLflow pyfunc that carries its own code), `register_version` (a new version with the alias
-`challenger`), and `ticketflow.components.champion.gate_version` (which moves `champion` only to a better
-model; the rule is `ticketflow.components.gate.decide`).
+`challenger`), `ticketflow.components.champion.gate_version` (which moves `champion` only to a better
+model; the rule is `ticketflow.components.gate.decide`), and `describe_registration` (short Markdown descriptions
+of the version and of the registered model, which MLflow's UI shows: what it predicts, from which data, its
+headline figures, and which version is champion and why).
 
 `TicketPyfunc` must stay in this module: registered models pickle it by reference as
 `ticketflow.components.register.TicketPyfunc`, so moving it would break loading every version logged before.
@@ -26,12 +28,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from ticketflow.components.champion import gate_version
+from ticketflow.components.champion import alias_version, gate_version
 from ticketflow.components.config import TicketflowConfig
 from ticketflow.components.evaluate import Evaluation
+from ticketflow.components.gate import GateDecision
 from ticketflow.components.model import TicketModel
 from ticketflow.components.prepare import TEXT
 
@@ -279,6 +283,183 @@ def register_version(client: MlflowClient, cfg: TicketflowConfig, run_id: str, m
     return version
 
 
+# ---- descriptions (MLflow renders them as Markdown) ---------------------------------------------------------------
+CLASSES_SHOWN = 12  # classes named per target in a description; the rest are counted
+# The per-target figures a description shows: (run metric suffix, column title, how it is written).
+HEADLINE_FIGURES = (
+    ("macro_f1", "macro-F1", "{:.3f}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("routed_precision", "routed precision", "{:.3f}"),
+    ("routed_coverage", "coverage", "{:.1%}"),
+)
+# Model version tags the descriptions read back, so a later registration can describe an older champion.
+CLASSES_TAG = "classes."  # + target: the target's classes, comma-separated
+SOURCE_TAG = "dataset.source"
+
+
+def _classes_text(classes: list[str]) -> str:
+    shown = ", ".join(classes[:CLASSES_SHOWN])
+    more = len(classes) - CLASSES_SHOWN
+    return f"{shown} (+{more} more)" if more > 0 else shown
+
+
+def figures_table(metrics: dict[str, float], targets: list[str]) -> str:
+    """A Markdown table of the headline figures per target, from run metrics named `<target>.<metric>`.
+
+    Args:
+        metrics: The run's metrics (see `training_metrics`).
+        targets: The targets to show, in order.
+
+    Returns:
+        The table; a figure the run did not log (runs from before routing) shows as `–`.
+    """
+    head = "| target | " + " | ".join(title for _, title, _ in HEADLINE_FIGURES) + " |"
+    rule = "|---" * (len(HEADLINE_FIGURES) + 1) + "|"
+    rows = [
+        f"| {target} | "
+        + " | ".join(
+            form.format(metrics[f"{target}.{name}"]) if f"{target}.{name}" in metrics else "–"
+            for name, _, form in HEADLINE_FIGURES
+        )
+        + " |"
+        for target in targets
+    ]
+    return "\n".join([head, rule, *rows])
+
+
+def _data_sentence(rows: object, sha256: str, source: str, test_rows: object = None) -> str:
+    parts = [f"{rows} tickets"]
+    if test_rows is not None:
+        parts[0] += f" ({test_rows} of them held out as the test split)"
+    if sha256:
+        parts.append(f"dataset `{sha256[:12]}`")
+    if source:
+        parts.append(f"source `{source}`")
+    return ", ".join(parts)
+
+
+def version_description(
+    model: TicketModel, evaluation: Evaluation, fingerprint: dict, decision: GateDecision, source: str = ""
+) -> str:
+    """The Markdown description of one registered version: what it predicts, its data, its figures, the gate.
+
+    Args:
+        model: The version's model (its targets, classes and text columns).
+        evaluation: Its test-split evaluation.
+        fingerprint: Its dataset fingerprint (`rows`, `test_rows`, `content_sha256`).
+        decision: What the quality gate decided for it.
+        source: Where the data came from (the ingest report's `source`), "" when unknown.
+
+    Returns:
+        A few lines of Markdown.
+    """
+    predicts = "; ".join(f"`{t}` ({_classes_text(list(c))})" for t, c in model.label_sets.items())
+    figures = training_metrics(evaluation)
+    verdict = "promoted to champion" if decision.promoted else "not promoted"
+    rows, sha256 = fingerprint.get("rows"), str(fingerprint.get("content_sha256", ""))
+    return "\n\n".join(
+        [
+            f"Predicts {predicts} from a ticket's {', '.join(model.mapping.text_columns)}.",
+            f"Data: {_data_sentence(rows, sha256, source, fingerprint.get('test_rows'))}.",
+            figures_table(figures, [t for t in model.targets if t in evaluation.targets]),
+            f"Mean macro-F1 {evaluation.mean_macro_f1:.4f} on the test split; routed precision and coverage under the "
+            "model's per-class review thresholds.",
+            f"Quality gate: **{verdict}**: {decision.reason}.",
+        ]
+    )
+
+
+def registered_model_description(client: MlflowClient, cfg: TicketflowConfig, latest_version: str) -> str:
+    """The registered model's Markdown description, read from the registry: its champion and latest registration.
+
+    The champion's part comes from its version's tags (classes, source, the gate's reason) and its training run
+    (metrics, dataset tags), so the description is right whichever version holds the alias, an older one too.
+
+    Args:
+        client: MLflow client on the tracking server.
+        cfg: Configuration (registered model name, champion alias).
+        latest_version: The version just registered (described in one line when it is not the champion).
+
+    Returns:
+        A few lines of Markdown.
+    """
+    name = cfg.registered_model_name
+    champion = alias_version(client, name, cfg.champion_alias)
+    latest = client.get_model_version(name, latest_version)
+    described = client.get_model_version(name, champion) if champion else latest
+    run = client.get_run(described.run_id).data
+    tags = described.tags
+    targets = sorted(k[len(CLASSES_TAG) :] for k in tags if k.startswith(CLASSES_TAG)) or sorted(
+        {k.rsplit(".", 1)[0] for k in run.metrics if k.endswith(".macro_f1")}
+    )
+    predicts = "; ".join(
+        f"`{t}` ({_classes_text(tags[CLASSES_TAG + t].split(', '))})" if CLASSES_TAG + t in tags else f"`{t}`"
+        for t in targets
+    )
+    data = _data_sentence(
+        run.tags.get("dataset.rows", "?"), run.tags.get("dataset.sha256", ""), tags.get(SOURCE_TAG, "")
+    )
+    aim = run.params.get("target_precision", "?")  # the champion's own training setting, not today's
+    if champion:
+        why = tags.get("gate.reason", "")
+        head = f"**Champion: v{champion}**" + (f" ({tags.get('gate.decision', 'promoted')}: {why})" if why else "")
+    else:
+        head = f"**No champion yet.** Latest version: v{latest_version}"
+    parts = [
+        f"Routes support tickets: predicts {predicts}.",
+        f"{head}. Trained on {data}.",
+        figures_table(run.metrics, targets),
+        f"Mean macro-F1 {run.metrics.get('mean_macro_f1', float('nan')):.4f} on its test split; routed precision and "
+        f"coverage under its per-class review thresholds (aimed at precision {aim}).",
+    ]
+    if champion and champion != str(latest_version):
+        decision = latest.tags.get("gate.decision", "registered")
+        parts.append(
+            f"Latest registration: **v{latest_version}** ({decision}: {latest.tags.get('gate.reason', '')}); "
+            "its figures are in its version's description."
+        )
+    return "\n\n".join(parts)
+
+
+def describe_registration(
+    client: MlflowClient,
+    cfg: TicketflowConfig,
+    version: str,
+    model: TicketModel,
+    evaluation: Evaluation,
+    fingerprint: dict,
+    decision: GateDecision,
+    source: str = "",
+) -> None:
+    """Sets the new version's description and tags, then rewrites the registered model's description.
+
+    A failure here is logged, not raised: the version is registered and the gate has moved the alias already, and a
+    missing description must not fail the run that did both.
+
+    Args:
+        client: MLflow client on the tracking server.
+        cfg: Configuration (registered model name, champion alias).
+        version: The version just registered and gated.
+        model: Its model.
+        evaluation: Its test-split evaluation.
+        fingerprint: Its dataset fingerprint.
+        decision: The gate's decision for it.
+        source: Where the data came from, "" when unknown.
+    """
+    name = cfg.registered_model_name
+    try:
+        for target, classes in model.label_sets.items():
+            client.set_model_version_tag(name, version, CLASSES_TAG + target, ", ".join(map(str, classes))[:5000])
+        if source:
+            client.set_model_version_tag(name, version, SOURCE_TAG, source)
+        client.update_model_version(
+            name, version, description=version_description(model, evaluation, fingerprint, decision, source)
+        )
+        client.update_registered_model(name, description=registered_model_description(client, cfg, version))
+    except MlflowException as exc:
+        log.warning("register: could not describe %s v%s: %s", name, version, exc)
+
+
 @dataclass
 class Registration:
     """Where the model went and what the gate decided."""
@@ -302,6 +483,7 @@ def register_model(
     artifacts: dict[str, str],
     store=None,
     experiment: str = "ticketflow-training",
+    source: str = "",
 ) -> Registration:
     """Logs the run and the model, registers a version as `challenger`, and applies the quality gate.
 
@@ -317,6 +499,7 @@ def register_model(
         artifacts: Extra files to log, `{file name: local file}` (HTML report, rejected rows…).
         store: Vector store (to reuse cached vectors when the champion uses another encoder).
         experiment: MLflow experiment name.
+        source: Where the data came from (the ingest report's `source`), for the descriptions; "" when unknown.
 
     Returns:
         The registration and the gate's decision.
@@ -330,6 +513,7 @@ def register_model(
     run_id, model_uri = log_training_run(model, evaluation, train, test, fingerprint, cfg, artifacts)
     version = register_version(client, cfg, run_id, model_uri, model.collection)
     decision = gate_version(client, version, model, evaluation.mean_macro_f1, test, test_vectors, cfg, store)
+    describe_registration(client, cfg, version, model, evaluation, fingerprint, decision, source)
     name = cfg.registered_model_name
     log.info("register: %s v%s (run %s): %s", name, version, run_id, decision.reason)
     return Registration(run_id, name, version, decision.promoted, decision.reason, asdict(decision))
@@ -381,6 +565,7 @@ def register_from_files(
         cfg,
         artifacts={"evaluation.html": html_path, "ingest_report.json": report_path, "rejected_rows.csv": rejected_path},
         store=VectorStore(cfg.vector_store),
+        source=str(report.get("source", "")),
     )
     return {
         "rows_read": report["rows_read"],

@@ -160,10 +160,12 @@ class VectorStore:
         return self._collection(name, create=False).count() if self.has_collection(name) else 0
 
     def query(self, name: str, vectors: np.ndarray, n_results: int) -> dict[str, list]:
-        """Nearest stored tickets for each vector (cosine distance): ids, metadatas and distances."""
+        """Nearest stored tickets for each vector (cosine distance): ids, metadatas, distances and documents (texts)."""
         # A similarity collection is written once under a content digest and never changed, so its handle can
         # be kept: looking it up again costs a third of a query on the request path.
         handle = self._query_handles.get(name)
         if handle is None:
             handle = self._query_handles[name] = self._collection(name, create=False)
-        return handle.query(query_embeddings=vectors, n_results=n_results, include=["metadatas", "distances"])
+        return handle.query(
+            query_embeddings=vectors, n_results=n_results, include=["metadatas", "distances", "documents"]
+        )

@@ -22,6 +22,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from ticketflow.components.model import TargetPrediction
 from ticketflow.components.prepare import normalise_whitespace
+from ticketflow.components.privacy import snippet
 
 TOP_K = 3  # classes listed, most probable first, under each target's `top`
 # Keys a V1 instance object may carry, merged in this order (the model's own text columns come first).
@@ -29,6 +30,7 @@ INSTANCE_TEXT_KEYS = ("subject", "title", "body", "description", "text", "tags")
 TAG_KEYS = ("tags",)
 V2_INPUT = "text"
 REQUEST_ID_CHARS = 64  # a caller's id is cut here: it becomes part of every ticket id and log row
+SNIPPET_CHARS = 160  # a similar ticket's text is cut here (ellipsis included): enough to judge it at a glance
 
 
 class RejectedRequest(InvalidInput):
@@ -288,23 +290,38 @@ def similar_answers(
 ) -> list[tuple[list[dict], dict | None]]:
     """The similar tickets and the suggested reply of each ticket, from a vector store query.
 
+    Each similar ticket carries a `snippet` of its text, so an agent can judge it without looking it up: masked
+    with `mask` (the same function the prediction log masks with) before it is cut to `SNIPPET_CHARS` on a word
+    boundary. A neighbour stored without text (a collection written without documents, or a query that did not ask
+    for them) gets an empty snippet: the key is always there, so every answer has one shape.
+
     Args:
-        hits: The store's answer: `ids`, `metadatas` and cosine `distances`, one list per ticket, nearest first.
-            A neighbour's labels are its metadata keys `label:<target>`; its reply is `resolution`.
+        hits: The store's answer: `ids`, `metadatas`, cosine `distances` and `documents` (the tickets' texts; may
+            be absent or None), one list per ticket, nearest first. A neighbour's labels are its metadata keys
+            `label:<target>`; its reply is `resolution`.
         min_similarity: Cosine similarity, 0–1, a neighbour needs for its resolution to be suggested.
-        mask: Applied to a suggested reply's text (personal data masking, or the identity).
+        mask: Applied to a snippet and a suggested reply's text (personal data masking, or the identity).
 
     Returns:
-        Per ticket: `[{"id", "labels", "similarity"}, ...]`, and the reply of the nearest neighbour with a
-        resolution at `min_similarity` or above (`{"text", "ticket_id", "similarity"}`), else None.
+        Per ticket: `[{"id", "labels", "similarity", "snippet"}, ...]`, and the reply of the nearest neighbour with
+        a resolution at `min_similarity` or above (`{"text", "ticket_id", "similarity"}`), else None.
     """
     out = []
-    for ids, metas, distances in zip(hits["ids"], hits["metadatas"], hits["distances"], strict=True):
+    documents = hits.get("documents") or [None] * len(hits["ids"])
+    for ids, metas, distances, texts in zip(hits["ids"], hits["metadatas"], hits["distances"], documents, strict=True):
         similar, reply = [], None
-        for ticket_id, meta, distance in zip(ids, metas, distances, strict=True):
+        for j, (ticket_id, meta, distance) in enumerate(zip(ids, metas, distances, strict=True)):
             similarity = round(1.0 - float(distance), 4)  # cosine space: distance = 1 - similarity
             labels = {k.split(":", 1)[1]: v for k, v in (meta or {}).items() if k.startswith("label:")}
-            similar.append({"id": ticket_id, "labels": labels, "similarity": similarity})
+            text = texts[j] if texts is not None else None
+            similar.append(
+                {
+                    "id": ticket_id,
+                    "labels": labels,
+                    "similarity": similarity,
+                    "snippet": snippet(text, SNIPPET_CHARS, mask) if text else "",
+                }
+            )
             resolution = (meta or {}).get("resolution", "")
             if reply is None and resolution and similarity >= min_similarity:
                 reply = {"text": mask(resolution), "ticket_id": ticket_id, "similarity": similarity}
@@ -331,7 +348,8 @@ def ticket_answers(
         model_version: The version that answered.
 
     Returns:
-        One `{"id", "labels", "needs_review", "similar", "suggested_reply", "model"}` per ticket.
+        One `{"id", "labels", "needs_review", "similar", "suggested_reply", "model"}` per ticket; each similar
+        ticket is `{"id", "labels", "similarity", "snippet"}`.
     """
     return [
         {

@@ -98,6 +98,22 @@ def test_ticket_collection_is_written_once_and_answers_similarity(encoder, store
     assert hit["ids"][0] == ["a"]
     assert hit["metadatas"][0][0]["label:category"] == "Hardware"
     assert hit["metadatas"][0][0]["resolution"] == "reseat the tray"
+    assert hit["documents"][0] == [TEXTS[0]]  # the ticket's text, for the answer's snippet
+
+
+def test_a_collection_without_texts_answers_empty_snippets(encoder, store: VectorStore) -> None:
+    from ticketflow.serving.privacy import mask_personal_data
+    from ticketflow.serving.protocol import similar_answers
+
+    vectors = encode_texts(encoder, TEXTS[:2], 8)
+    # Written by hand without documents, as a store filled by another tool might be.
+    store.client.get_or_create_collection("tickets-no-texts", metadata={"hnsw:space": "cosine"}).add(
+        ids=["a", "b"], embeddings=vectors, metadatas=[{"label:category": "Hardware"}, {"label:category": "Network"}]
+    )
+    hits = store.query("tickets-no-texts", vectors[:1], n_results=2)
+    [(similar, _)] = similar_answers(hits, 0.75, mask_personal_data)
+    assert [s["id"] for s in similar] == ["a", "b"]
+    assert [s["snippet"] for s in similar] == ["", ""]
 
 
 def test_collection_names_follow_data_and_encoder() -> None:

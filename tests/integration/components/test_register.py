@@ -101,9 +101,49 @@ def test_a_worse_model_never_takes_champion(data: Fixture, cfg: TicketflowConfig
 def test_a_better_model_takes_champion(data: Fixture, cfg: TicketflowConfig, client: MlflowClient) -> None:
     weak, _ = train_and_register(data, cfg, shuffle_labels=True)
     assert weak.champion  # the first model always becomes champion
-    strong, _ = train_and_register(data, cfg)
+    strong, strong_eval = train_and_register(data, cfg)
     assert strong.champion and "beats champion v1" in strong.decision
     assert alias_version(client, "ticket-classifier", "champion") == "2"
+    described = client.get_registered_model("ticket-classifier").description
+    assert "**Champion: v2** (promoted: mean macro-F1" in described and "beats champion v1" in described
+    assert figures_row(strong_eval, "priority") in described and "Latest registration" not in described
+
+
+def figures_row(evaluation, target: str) -> str:
+    """The description's table row of one target, written from the evaluation itself."""
+    t = evaluation.targets[target]
+    return f"| {target} | {t.macro_f1:.3f} | {t.accuracy:.3f} | {t.routing.precision:.3f} | {t.routing.coverage:.1%} |"
+
+
+def test_each_registration_describes_the_version_and_the_registered_model(
+    data: Fixture, cfg: TicketflowConfig, client: MlflowClient
+) -> None:
+    first, first_eval = train_and_register(data, cfg)
+    assert first.champion
+    model_text = client.get_registered_model("ticket-classifier").description
+    version_text = client.get_model_version("ticket-classifier", "1").description
+    for text in (model_text, version_text):
+        for target in ("category", "priority"):  # every class the model learned, by name
+            assert f"`{target}` ({', '.join(sorted(set(data.train[target])))})" in text
+        assert figures_row(first_eval, "category") in text and figures_row(first_eval, "priority") in text
+    fingerprint = dataset_fingerprint(data.train, data.test, data.mapping.label_columns)
+    assert f"{fingerprint['rows']} tickets" in model_text and fingerprint["content_sha256"][:12] in model_text
+    assert f"{fingerprint['test_rows']} of them held out" in version_text
+    assert "**Champion: v1** (promoted: no champion yet: the first model becomes champion)" in model_text
+    assert "Quality gate: **promoted to champion**" in version_text
+    assert "Latest registration" not in model_text
+
+    worse, worse_eval = train_and_register(data, cfg, shuffle_labels=True)
+    assert not worse.champion
+    updated = client.get_registered_model("ticket-classifier").description
+    assert updated != model_text  # the second registration rewrote it
+    # Still about the champion (v1, its figures), plus one line on the rejected newcomer.
+    assert "**Champion: v1**" in updated and figures_row(first_eval, "category") in updated
+    assert figures_row(worse_eval, "category") not in updated
+    assert "Latest registration: **v2** (rejected: mean macro-F1" in updated and "does not beat champion v1" in updated
+    rejected_text = client.get_model_version("ticket-classifier", "2").description
+    assert figures_row(worse_eval, "category") in rejected_text and "Quality gate: **not promoted**" in rejected_text
+    assert client.get_model_version("ticket-classifier", "1").description == version_text  # left as it was
 
 
 def test_different_label_sets_let_the_new_model_win(data: Fixture, cfg: TicketflowConfig) -> None:

@@ -27,6 +27,8 @@ from mlflow import MlflowClient
 from tests.conftest import ROOT
 from ticketflow.monitoring.feedback import FeedbackStore
 from ticketflow.monitoring.request_log import PredictionLog
+from ticketflow.serving.privacy import mask_personal_data, snippet
+from ticketflow.serving.protocol import SNIPPET_CHARS
 
 MODEL = "ticket-classifier"
 TOKEN = "test-token-1234"
@@ -130,7 +132,9 @@ def test_v1_answer_has_the_promised_shape(server: Server) -> None:
                 (t["confidence"] for t in target["top"]), reverse=True
             )
         assert len(answer["similar"]) == 5
-        assert all(set(s) == {"id", "labels", "similarity"} and -1 <= s["similarity"] <= 1 for s in answer["similar"])
+        for s in answer["similar"]:
+            assert set(s) == {"id", "labels", "similarity", "snippet"} and -1 <= s["similarity"] <= 1
+            assert 0 < len(s["snippet"]) <= SNIPPET_CHARS  # the stored ticket's text, shortened
         assert answer["model"] == {"name": MODEL, "version": "1"}
         assert isinstance(answer["needs_review"], bool)
     reply = answers[1]["suggested_reply"]
@@ -480,6 +484,28 @@ def test_answers_are_logged_with_personal_data_masked(server: Server, home: Path
     assert record["model_version"] == "1"
     assert json.loads(record["labels"]) if isinstance(record["labels"], str) else record["labels"]
     assert answer["labels"]["category"]["label"] in json.dumps(record["labels"])
+
+
+# A bundled sample ticket (TCK-00129) whose text holds an e-mail address, as the collection stores it.
+TICKET_WITH_EMAIL = (
+    "Refund request Hi all, I cancelled on Thursday but was still charged $2390.91. I'd like a refund please. "
+    "The account owner is Raj. reach me at dana.k@example.com, I'm out of the office otherwise - Raj refund billing"
+)
+
+
+def test_similar_tickets_carry_snippets_masked_as_the_log_masks(server: Server) -> None:
+    """V1 and V2: the nearest stored ticket is the one asked about; its snippet hides the address, as the log does."""
+    expected = snippet(TICKET_WITH_EMAIL, SNIPPET_CHARS, mask_personal_data)
+    assert "[email]" in expected and expected.endswith("…")
+    v1 = predict(server, [TICKET_WITH_EMAIL]).json()["predictions"][0]["similar"]
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [TICKET_WITH_EMAIL]}]}
+    outputs = {o["name"]: o for o in requests.post(server.url + V2, json=body, timeout=30).json()["outputs"]}
+    v2 = json.loads(outputs["details"]["data"][0])["similar"]
+    for similar in (v1, v2):
+        nearest = similar[0]
+        assert nearest["id"] == "TCK-00129" and nearest["similarity"] == pytest.approx(1.0, abs=1e-3)
+        assert nearest["snippet"] == expected
+        assert all("@example.com" not in s["snippet"] for s in similar)
 
 
 def test_log_survives_a_clean_shutdown_right_after_a_burst(home: Path) -> None:

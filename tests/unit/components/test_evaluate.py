@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from html.parser import HTMLParser
 from types import SimpleNamespace
@@ -13,12 +14,16 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from ticketflow.components.evaluate import (
+    SNIPPET_CHARS,
     ClassRouting,
+    ConfusedExample,
+    ConfusedPair,
     Evaluation,
     PrecisionCoverageCurve,
     ReliabilityBins,
     TargetRouting,
     class_thresholds,
+    confused_pairs,
     evaluate_model,
     precision_coverage_curve,
     reliability_bins,
@@ -566,3 +571,102 @@ def test_render_html_handles_a_target_with_many_classes():
     page = render_html(Evaluation({"queue": scored}))
     assert len(re.findall(r"<img ", page)) == 3
     assert len(routing_rows(page, "queue")) == 12
+
+
+# --- confused pairs ------------------------------------------------------------------------------------------
+
+LONG = "The shared printer on floor 3 " + "keeps printing blank pages after the driver update " * 6 + "END"
+# A taken for B three times, A for C twice, B for A twice (a tie with A→C, broken by the true label), C for B once
+# (the most confident mistake of all, yet the rarest pair: left out with three pairs shown).
+CONFUSION_ROWS = [
+    # true, predicted, confidence, text
+    ("A", "A", 0.95, "right"),
+    ("A", "B", 0.6, "least confident A taken for B"),
+    ("A", "B", 0.9, "Mail jo.doe@example.com about  the\tprinter"),
+    ("A", "B", 0.7, LONG),
+    ("A", "C", 0.5, "second A taken for C"),
+    ("A", "C", 0.55, "call +1 555 0188 please"),
+    ("B", "B", 0.9, "right"),
+    ("B", "A", 0.8, "first of a tie"),
+    ("B", "A", 0.8, "second of a tie"),
+    ("B", "B", 0.7, "right"),
+    ("C", "C", 0.9, "right"),
+    ("C", "B", 0.99, "rarest pair"),
+    ("C", "C", 0.8, "right"),
+]
+C_TRUE, C_PRED, C_CONF, C_TEXT = (list(column) for column in zip(*CONFUSION_ROWS, strict=True))
+C_IDS = [f"T{i}" for i in range(len(CONFUSION_ROWS))]
+
+
+def test_confused_pairs_by_hand():
+    pairs = confused_pairs(np.array(C_TRUE), np.array(C_PRED), np.array(C_CONF), C_TEXT, C_IDS)
+    assert [(p.true_label, p.predicted_label, p.count) for p in pairs] == [("A", "B", 3), ("A", "C", 2), ("B", "A", 2)]
+    assert [p.share for p in pairs] == pytest.approx([3 / 6, 2 / 6, 2 / 4])
+    # Two examples each, the most confident mistake first; a tie keeps test-split order.
+    assert [[e.ticket_id for e in p.examples] for p in pairs] == [["T2", "T3"], ["T5", "T4"], ["T7", "T8"]]
+    assert [[e.confidence for e in p.examples] for p in pairs] == [[0.9, 0.7], [0.55, 0.5], [0.8, 0.8]]
+    for p in pairs:
+        assert all((e.true_label, e.predicted_label) == (p.true_label, p.predicted_label) for e in p.examples)
+    a_for_b, a_for_c, _ = pairs
+    # Masked as the prediction log masks, whitespace collapsed.
+    assert a_for_b.examples[0].snippet == "Mail [email] about the printer"
+    assert a_for_c.examples[0].snippet == "call [phone] please"
+    # A long text is cut on a word boundary, ellipsis included within the limit.
+    long = a_for_b.examples[1].snippet
+    assert len(long) <= SNIPPET_CHARS and long.endswith("…") and LONG.startswith(long[:-1])
+    assert LONG[len(long) - 1] == " " and len(long) > SNIPPET_CHARS - 20
+
+
+def test_confused_pairs_are_directed_and_cut_to_top():
+    pairs = confused_pairs(np.array(C_TRUE), np.array(C_PRED), np.array(C_CONF), top=10, examples=1)
+    assert [(p.true_label, p.predicted_label) for p in pairs] == [("A", "B"), ("A", "C"), ("B", "A"), ("C", "B")]
+    assert all(len(p.examples) == 1 for p in pairs)
+    assert pairs[0].examples[0].snippet == ""  # no texts given: no snippet
+    assert confused_pairs(np.array(["x", "y"]), np.array(["x", "y"]), np.array([0.9, 0.8])) == []
+
+
+def test_confused_pairs_unmasked_when_masking_is_off():
+    pairs = confused_pairs(np.array(C_TRUE), np.array(C_PRED), np.array(C_CONF), C_TEXT, mask=False)
+    assert pairs[0].examples[0].snippet == "Mail jo.doe@example.com about the printer"
+
+
+def test_score_target_keeps_confused_pairs_and_the_json_round_trip_reads_them():
+    scored = score_target("queue", C_TRUE, C_PRED, C_CONF, 0.5, 0.9, 15, C_TEXT, C_IDS)
+    assert [(p.true_label, p.predicted_label) for p in scored.confused_pairs] == [("A", "B"), ("A", "C"), ("B", "A")]
+    restored = Evaluation.from_json(Evaluation({"queue": scored}).to_json()).targets["queue"]
+    assert restored == scored
+    assert isinstance(restored.confused_pairs[0], ConfusedPair)
+    assert isinstance(restored.confused_pairs[0].examples[0], ConfusedExample)
+
+
+def test_an_evaluation_written_before_confused_pairs_still_reads():
+    written = json.loads(Evaluation({"queue": score_target("queue", C_TRUE, C_PRED, C_CONF, 0.5, 0.9)}).to_json())
+    for target in written["targets"].values():
+        del target["confused_pairs"]
+    restored = Evaluation.from_json(json.dumps(written)).targets["queue"]
+    assert restored.confused_pairs == []
+    assert restored.macro_f1 == pytest.approx(score_target("queue", C_TRUE, C_PRED, C_CONF, 0.5, 0.9).macro_f1)
+    assert "No mistakes" in render_html(Evaluation({"queue": restored}))  # the report still renders
+
+
+def test_evaluate_model_quotes_test_tickets_with_their_ids():
+    test = pd.DataFrame({"ticket_id": C_IDS, "text": C_TEXT, "category": C_TRUE})
+    model = FakeModel({"category": (np.array(C_PRED), np.array(C_CONF))}, {})
+    [a_for_b, *_] = evaluate_model(model, test, None, 0.9).targets["category"].confused_pairs
+    assert [(e.ticket_id, e.snippet[:12]) for e in a_for_b.examples] == [("T2", "Mail [email]"), ("T3", LONG[:12])]
+    unmasked = evaluate_model(model, test, None, 0.9, mask_personal_data=False).targets["category"]
+    assert "jo.doe@example.com" in unmasked.confused_pairs[0].examples[0].snippet
+
+
+def test_render_html_shows_the_confused_pairs_with_masked_examples():
+    page = render_html(
+        Evaluation({"queue": score_target("queue", C_TRUE, C_PRED, C_CONF, 0.5, 0.9, 15, C_TEXT, C_IDS)})
+    )
+    section = page.split("<h3>Most confused pairs</h3>")[1]
+    table = re.search(r"<table class='confused'>.*?</table>", section, re.S).group(0)
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(\d+)</td><td>(.*?)</td>", table)
+    assert rows == [("A → B", "3", "50.0%"), ("A → C", "2", "33.3%"), ("B → A", "2", "50.0%")]
+    assert table.count("<li>") == 6
+    assert "<q>Mail [email] about the printer</q>" in table
+    assert "(T2, true A, predicted B at 0.90)" in table
+    assert "jo.doe@example.com" not in page and "555 0188" not in page

@@ -16,6 +16,7 @@ from kserve.protocol.infer_type import InferRequest
 from ticketflow.components.model import TargetPrediction
 from ticketflow.serving.protocol import (
     REQUEST_ID_CHARS,
+    SNIPPET_CHARS,
     TOP_K,
     RejectedRequest,
     RequestRules,
@@ -272,7 +273,7 @@ PRIORITY = TargetPrediction(
 )
 NEIGHBOURS = [
     (
-        [{"id": "t9", "labels": {"category": "Network"}, "similarity": 0.9}],
+        [{"id": "t9", "labels": {"category": "Network"}, "similarity": 0.9, "snippet": "VPN drops hourly"}],
         {"text": "reboot", "ticket_id": "t9", "similarity": 0.9},
     ),
     ([], None),
@@ -329,16 +330,38 @@ def test_similar_answers_turn_store_hits_into_neighbours_and_a_reply() -> None:
             [],
         ],
         "distances": [[0.1, 0.15, 0.2000004, 0.21], []],
+        "documents": [["vpn drops", None, "wifi slow", ""], []],  # a neighbour may have no text stored
     }
     (similar, reply), (none_similar, no_reply) = similar_answers(hits, 0.75, str.upper)
     assert similar == [
-        {"id": "t1", "labels": {"category": "Network", "priority": "high"}, "similarity": 0.9},
-        {"id": "t2", "labels": {}, "similarity": 0.85},
-        {"id": "t3", "labels": {"category": "Network"}, "similarity": 0.8},
-        {"id": "t4", "labels": {}, "similarity": 0.79},
+        {"id": "t1", "labels": {"category": "Network", "priority": "high"}, "similarity": 0.9, "snippet": "VPN DROPS"},
+        {"id": "t2", "labels": {}, "similarity": 0.85, "snippet": ""},
+        {"id": "t3", "labels": {"category": "Network"}, "similarity": 0.8, "snippet": "WIFI SLOW"},
+        {"id": "t4", "labels": {}, "similarity": 0.79, "snippet": ""},
     ]
     assert reply == {"text": "CALL JO@EXAMPLE.COM", "ticket_id": "t3", "similarity": 0.8}  # masked by `mask`
     assert (none_similar, no_reply) == ([], None)
+
+
+def test_a_similar_ticket_carries_a_masked_shortened_snippet() -> None:
+    from ticketflow.serving.privacy import mask_personal_data
+
+    text = "Keyboard keys stick. cc priya.s@example.com and ring me on +1 555 0188. " + "More detail. " * 20
+    hits = {"ids": [["t1"]], "metadatas": [[{}]], "distances": [[0.1]], "documents": [[text]]}
+    [([neighbour], _)] = similar_answers(hits, 0.75, mask_personal_data)
+    shown = neighbour["snippet"]
+    assert shown.startswith("Keyboard keys stick. cc [email] and ring me on [phone]. More detail.")
+    assert len(shown) <= SNIPPET_CHARS and shown.endswith("…") and shown[-2] == "."  # cut after a whole word
+    assert "priya" not in shown and "0188" not in shown
+    # Masking off (cfg.mask_personal_data False): the predictor passes the identity, the snippet is the text.
+    [([unmasked], _)] = similar_answers(hits, 0.75, lambda t: t)
+    assert "priya.s@example.com" in unmasked["snippet"]
+
+
+def test_hits_without_documents_give_empty_snippets() -> None:
+    hits = {"ids": [["t1"]], "metadatas": [[{}]], "distances": [[0.1]]}  # a query that did not include documents
+    assert similar_answers(hits, 0.75, str)[0][0] == [{"id": "t1", "labels": {}, "similarity": 0.9, "snippet": ""}]
+    assert similar_answers({**hits, "documents": None}, 0.75, str)[0][0][0]["snippet"] == ""
 
 
 @pytest.mark.parametrize(("min_similarity", "reply_from"), [(0.85, None), (0.8, "t3"), (0.0, "t3")])
