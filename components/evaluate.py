@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from ticketflow.components.audit import label_issues_html, read_label_issues_if_any
 from ticketflow.components.model import TicketModel
 from ticketflow.components.prepare import TEXT
 from ticketflow.components.routing import expected_calibration_error
@@ -587,7 +588,11 @@ def routing_table(routing: TargetRouting, test_rows: int, tolerance: float = PRE
 
 
 def render_html(
-    evaluation: Evaluation, title: str = "ticketflow evaluation", facts: dict | None = None, bins: int = 15
+    evaluation: Evaluation,
+    title: str = "ticketflow evaluation",
+    facts: dict | None = None,
+    bins: int = 15,
+    label_issues: pd.DataFrame | None = None,
 ) -> str:
     """A self-contained HTML report: scores, routing under the model's thresholds, calibration and confusion.
 
@@ -600,6 +605,8 @@ def render_html(
         title: Page title.
         facts: Extra key/value facts shown at the top (data source, rows, model).
         bins: Number of bins the calibration error was computed with.
+        label_issues: The training tickets whose labels the model disputes (`audit.label_issues_frame`): each target
+            gets a section "Probably mislabelled training tickets"; None (models trained before the audit) omits it.
 
     Returns:
         The HTML page.
@@ -651,6 +658,8 @@ def render_html(
         parts.append(
             _image(confusion_png(t.classes, t.confusion, f"{name}: confusion matrix"), f"confusion matrix of {name}")
         )
+        if label_issues is not None:
+            parts.append(label_issues_html(label_issues, name))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -663,8 +672,19 @@ def evaluate_from_files(
     html_path: str,
     evaluation_path: str,
     bins: int = 15,
+    label_issues_path: str = "",
 ) -> Evaluation:
     """The evaluate step on files: scores the model, writes the HTML report and the evaluation JSON.
+
+    Args:
+        model_path: The trained model (joblib).
+        test_path: Parquet of the test split.
+        embeddings_path: The embed step's vectors.
+        target_precision: Precision the review thresholds were chosen to reach, 0–1.
+        html_path: Where the HTML report goes.
+        evaluation_path: Where the evaluation JSON goes.
+        bins: Equal-width confidence bins of the calibration error.
+        label_issues_path: The train step's label issues (CSV); empty or absent leaves their section out.
 
     Returns:
         The evaluation.
@@ -684,7 +704,9 @@ def evaluate_from_files(
         "target precision (the thresholds' aim)": target_precision,
     }
     with open(html_path, "w", encoding="utf-8") as f:
-        f.write(render_html(evaluation, facts=facts, bins=bins))
+        f.write(
+            render_html(evaluation, facts=facts, bins=bins, label_issues=read_label_issues_if_any(label_issues_path))
+        )
     with open(evaluation_path, "w", encoding="utf-8") as f:
         f.write(evaluation.to_json())
     return evaluation
