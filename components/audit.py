@@ -17,7 +17,9 @@ the champion's for agents, whose corrections (`ticketflow feedback`) reach the n
 
 from __future__ import annotations
 
+import contextlib
 import html
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -357,9 +359,11 @@ def champion_label_issues(cfg) -> ChampionLabelIssues:
     except MlflowException as exc:
         raise no_champion from exc
     try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path=f"{ARTIFACT_DIR}/{ARTIFACT_FILE}", tracking_uri=uri
-        )
+        # MLflow draws a download progress bar on stderr even when it is no terminal: the CLI's stderr is for errors.
+        with contextlib.redirect_stderr(io.StringIO()):
+            local = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=f"{ARTIFACT_DIR}/{ARTIFACT_FILE}", tracking_uri=uri
+            )
     except (MlflowException, OSError) as exc:
         raise LabelIssuesUnavailableError(
             f"the {cfg.champion_alias} (v{version.version}, run {version.run_id}) has no label issues: it was "

@@ -344,7 +344,8 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
 
     def __getstate__(self) -> dict[str, object]:
         """Pickles without the contiguous copy of the coefficients (made again on first use) and `oof_proba_`."""
-        state = super().__getstate__()  # scikit-learn's, which records its version
+        # scikit-learn's records its version; on Python 3.11+ it is the instance's own __dict__, so copy before popping.
+        state = dict(super().__getstate__())
         state.pop("_text_weights", None)
         state.pop("oof_proba_", None)  # one row per training ticket: the audit's input, of no use to predictions
         return state

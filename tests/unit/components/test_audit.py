@@ -195,6 +195,7 @@ def test_the_classifier_keeps_its_out_of_fold_probabilities_but_does_not_pickle_
     np.testing.assert_allclose(classifier.oof_proba_.sum(axis=1), 1.0)
     restored = pickle.loads(pickle.dumps(classifier))
     assert not hasattr(restored, "oof_proba_")
+    assert classifier.oof_proba_.shape == (len(labels), len(classifier.classes_))  # pickling left the fitted one whole
     np.testing.assert_array_equal(
         restored.class_probabilities(np.asarray(texts, dtype=object), vectors, neighbours),
         classifier.class_probabilities(np.asarray(texts, dtype=object), vectors, neighbours),
@@ -293,7 +294,10 @@ def test_most_flipped_labels_are_near_the_top_of_the_list(flipped_sample):
     issues, flipped = flipped_sample
     top = issues[issues["rank"] <= 2 * FLIPPED]
     found = top["ticket_id"].isin(flipped).sum()
-    print(f"flipped categories in the top {2 * FLIPPED}: {found} of {FLIPPED}; flagged in all: {len(issues)}")
-    assert found >= 12  # most of them; measured: see the module's report
-    # The list is not merely long: the flipped tickets crowd its top (a random top 40 would hold about 2).
-    assert top.head(FLIPPED)["ticket_id"].isin(flipped).sum() >= 8
+    in_top_20 = top.head(FLIPPED)["ticket_id"].isin(flipped).sum()
+    print(f"flipped in the top 40: {found} of {FLIPPED}, in the top 20: {in_top_20}; flagged in all: {len(issues)}")
+    # Measured (seed 16): 12 of 20 in the top 40, 32 flagged in all (18 without the flips: the sample's own noise).
+    # The rule leaves alone a flipped ticket whose true class the model does not reach that class's threshold for.
+    assert found > FLIPPED / 2  # most of them
+    # The flipped tickets crowd the top of the list: a random 20 of the 333 would hold about 1.
+    assert in_top_20 >= 8
