@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from ticketflow.components import privacy
+from ticketflow.components.audit import label_issues_html, read_label_issues_if_any
 from ticketflow.components.ingest import TICKET_ID
 from ticketflow.components.model import TicketModel
 from ticketflow.components.prepare import TEXT
@@ -759,7 +760,11 @@ def confused_pairs_html(pairs: list[ConfusedPair]) -> str:
 
 
 def render_html(
-    evaluation: Evaluation, title: str = "ticketflow evaluation", facts: dict | None = None, bins: int = 15
+    evaluation: Evaluation,
+    title: str = "ticketflow evaluation",
+    facts: dict | None = None,
+    bins: int = 15,
+    label_issues: pd.DataFrame | None = None,
 ) -> str:
     """A self-contained HTML report: scores, routing under the model's thresholds, calibration and confusion.
 
@@ -773,6 +778,8 @@ def render_html(
         title: Page title.
         facts: Extra key/value facts shown at the top (data source, rows, model).
         bins: Number of bins the calibration error was computed with.
+        label_issues: The training tickets whose labels the model disputes (`audit.label_issues_frame`): each target
+            gets a section "Probably mislabelled training tickets"; None (models trained before the audit) omits it.
 
     Returns:
         The HTML page.
@@ -826,6 +833,8 @@ def render_html(
             _image(confusion_png(t.classes, t.confusion, f"{name}: confusion matrix"), f"confusion matrix of {name}")
         )
         parts.append(confused_pairs_html(t.confused_pairs))
+        if label_issues is not None:
+            parts.append(label_issues_html(label_issues, name))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -839,6 +848,7 @@ def evaluate_from_files(
     evaluation_path: str,
     bins: int = 15,
     mask_personal_data: bool = True,
+    label_issues_path: str = "",
 ) -> Evaluation:
     """The evaluate step on files: scores the model, writes the HTML report and the evaluation JSON.
 
@@ -852,8 +862,9 @@ def evaluate_from_files(
         target_precision: Precision the model's thresholds were chosen to reach, 0–1.
         html_path: Where to write the HTML report.
         evaluation_path: Where to write the evaluation JSON.
-        bins: Calibration bins.
+        bins: Equal-width confidence bins of the calibration error.
         mask_personal_data: Mask e-mail addresses and phone numbers in the quoted tickets.
+        label_issues_path: The train step's label issues (CSV); empty or absent leaves their section out.
 
     Returns:
         The evaluation.
@@ -873,7 +884,9 @@ def evaluate_from_files(
         "target precision (the thresholds' aim)": target_precision,
     }
     with open(html_path, "w", encoding="utf-8") as f:
-        f.write(render_html(evaluation, facts=facts, bins=bins))
+        f.write(
+            render_html(evaluation, facts=facts, bins=bins, label_issues=read_label_issues_if_any(label_issues_path))
+        )
     with open(evaluation_path, "w", encoding="utf-8") as f:
         f.write(evaluation.to_json())
     return evaluation

@@ -212,6 +212,7 @@ def train_classifier(
     seed: int,
     target_precision: float,
     model: Output[Model],
+    label_issues: Output[Dataset],
 ):
     """Trains a calibrated classifier per labelled target (category, and priority when labelled).
 
@@ -228,6 +229,7 @@ def train_classifier(
         target_precision: Precision, 0–1, each class's tickets above its review threshold reach on out-of-fold
             predictions (the thresholds travel with the model).
         model: The fitted `TicketModel` (joblib), predicting from raw text.
+        label_issues: Training tickets whose label the model confidently disputes out of fold, per target (CSV).
     """
     import logging
 
@@ -243,7 +245,9 @@ def train_classifier(
         seed=seed,
         target_precision=target_precision,
     )
-    info = train_from_files(train_set.path, embeddings.path, ingest_report.path, collection, cfg, model.path)
+    info = train_from_files(
+        train_set.path, embeddings.path, ingest_report.path, collection, cfg, model.path, label_issues.path
+    )
     model.metadata.update(info)
 
 
@@ -258,6 +262,7 @@ def evaluate_classifier(
     priority_metrics: Output[ClassificationMetrics],
     report: Output[HTML],
     evaluation: Output[Artifact],
+    label_issues: Input[Dataset],
 ):
     """Scores the model on the test split: metrics, confusion matrices, calibration, routing under its thresholds.
 
@@ -274,6 +279,7 @@ def evaluate_classifier(
         report: HTML report: routing per class with precision-coverage curves, reliability diagrams, per-class
             scores and confusion matrices.
         evaluation: The evaluation as JSON, for the register step.
+        label_issues: The train step's label issues: the report lists each target's most disputed training tickets.
     """
     import logging
 
@@ -281,7 +287,13 @@ def evaluate_classifier(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = evaluate_from_files(
-        model.path, test_set.path, embeddings.path, target_precision, report.path, evaluation.path
+        model.path,
+        test_set.path,
+        embeddings.path,
+        target_precision,
+        report.path,
+        evaluation.path,
+        label_issues_path=label_issues.path,
     )
     for name, value in result.flat_metrics().items():
         metrics.log_metric(name, value)
@@ -308,6 +320,7 @@ def register_classifier(
     mlflow_tracking_uri: str,
     vector_store_uri: str,
     target_precision: float,
+    label_issues: Input[Dataset],
 ) -> str:
     """Logs the run and model to MLflow and moves `champion` only to a better model (quality gate).
 
@@ -325,6 +338,7 @@ def register_classifier(
         vector_store_uri: ChromaDB folder or http://host:port; empty means the configured default (used only
             when the champion embeds with another model).
         target_precision: Precision the review thresholds were chosen to reach (the champion's report compares to it).
+        label_issues: The train step's label issues (logged with the run, with a count per target).
 
     Returns:
         JSON summary: rows, metrics, MLflow run and version, and the gate's decision.
@@ -352,6 +366,7 @@ def register_classifier(
         rejected_rows.path,
         report.path,
         cfg,
+        label_issues_path=label_issues.path,
     )
     summary["report_html"] = report.uri
     return json.dumps(summary)

@@ -306,6 +306,9 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
                 oof_scores[valid_idx] = scores
             self.temperature_ = _fit_temperature(oof_scores, y_index)
             oof_proba = softmax(oof_scores / self.temperature_, axis=1)
+            # Kept for the label audit (`ticketflow.components.audit`), which needs scores of tickets the model did
+            # not learn from; training-time only, so left out of the pickle.
+            self.oof_proba_ = oof_proba
             predicted = self.classes_[oof_proba.argmax(1)]
             self.cv_macro_f1_ = float(f1_score(y, predicted, average="macro"))
             self.review_thresholds_ = class_review_thresholds(
@@ -340,9 +343,11 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         return positive / np.clip(positive.sum(axis=1, keepdims=True), _EPS, None)
 
     def __getstate__(self) -> dict[str, object]:
-        """Pickles without the contiguous copy of the coefficients (made again on first use)."""
-        state = super().__getstate__()  # scikit-learn's, which records its version
+        """Pickles without the contiguous copy of the coefficients (made again on first use) and `oof_proba_`."""
+        # scikit-learn's records its version; on Python 3.11+ it is the instance's own __dict__, so copy before popping.
+        state = dict(super().__getstate__())
         state.pop("_text_weights", None)
+        state.pop("oof_proba_", None)  # one row per training ticket: the audit's input, of no use to predictions
         return state
 
     def features(self, texts: np.ndarray, neighbours: Neighbours) -> np.ndarray:

@@ -32,6 +32,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
+from ticketflow.components.audit import (
+    ARTIFACT_DIR,
+    ARTIFACT_FILE,
+    issue_counts,
+    read_label_issues_if_any,
+    write_label_issues,
+)
 from ticketflow.components.champion import alias_version, gate_version
 from ticketflow.components.config import TicketflowConfig
 from ticketflow.components.evaluate import Evaluation
@@ -212,6 +219,14 @@ def _log_pyfunc(model: TicketModel, folder: Path) -> str:
     return info.model_uri
 
 
+def _log_label_issues(label_issues: pd.DataFrame, targets: tuple[str, ...], folder: Path) -> None:
+    """Logs the label issues under `label_issues/` (where `ticketflow review-queue --label-issues` reads them)."""
+    local = folder / ARTIFACT_FILE
+    write_label_issues(label_issues, local)
+    mlflow.log_artifact(str(local), ARTIFACT_DIR)
+    mlflow.log_metrics({f"{t}.label_issues": n for t, n in issue_counts(label_issues, targets).items()})
+
+
 def log_training_run(
     model: TicketModel,
     evaluation: Evaluation,
@@ -220,6 +235,7 @@ def log_training_run(
     fingerprint: dict,
     cfg: TicketflowConfig,
     artifacts: dict[str, str],
+    label_issues: pd.DataFrame | None = None,
 ) -> tuple[str, str]:
     """Logs one training run in the current experiment: tags, params, metrics, files and the model.
 
@@ -231,6 +247,8 @@ def log_training_run(
         fingerprint: Dataset fingerprint (content hash, rows, label counts).
         cfg: Configuration, logged as params.
         artifacts: Extra files to log, `{file name: local file}` (HTML report, rejected rows…).
+        label_issues: The training tickets whose labels the model disputes (`audit.label_issues_frame`), logged
+            under `label_issues/` with a metric `<target>.label_issues` (count); None logs neither.
 
     Returns:
         The run id and the logged model's URI.
@@ -258,6 +276,8 @@ def log_training_run(
             named = Path(tmp, file_name)
             shutil.copyfile(local, named)
             mlflow.log_artifact(str(named))
+        if label_issues is not None:
+            _log_label_issues(label_issues, model.targets, Path(tmp))
         model_uri = _log_pyfunc(model, Path(tmp))
         return run.info.run_id, model_uri
 
@@ -484,6 +504,7 @@ def register_model(
     store=None,
     experiment: str = "ticketflow-training",
     source: str = "",
+    label_issues: pd.DataFrame | None = None,
 ) -> Registration:
     """Logs the run and the model, registers a version as `challenger`, and applies the quality gate.
 
@@ -500,6 +521,7 @@ def register_model(
         store: Vector store (to reuse cached vectors when the champion uses another encoder).
         experiment: MLflow experiment name.
         source: Where the data came from (the ingest report's `source`), for the descriptions; "" when unknown.
+        label_issues: The training tickets whose labels the model disputes, logged with the run (None: not logged).
 
     Returns:
         The registration and the gate's decision.
@@ -510,7 +532,7 @@ def register_model(
     if len(test_vectors) != len(test):
         raise ValueError(f"test_vectors has {len(test_vectors)} rows for {len(test)} test tickets")
     client = use_experiment(cfg, experiment)
-    run_id, model_uri = log_training_run(model, evaluation, train, test, fingerprint, cfg, artifacts)
+    run_id, model_uri = log_training_run(model, evaluation, train, test, fingerprint, cfg, artifacts, label_issues)
     version = register_version(client, cfg, run_id, model_uri, model.collection)
     decision = gate_version(client, version, model, evaluation.mean_macro_f1, test, test_vectors, cfg, store)
     describe_registration(client, cfg, version, model, evaluation, fingerprint, decision, source)
@@ -529,6 +551,7 @@ def register_from_files(
     rejected_path: str,
     html_path: str,
     cfg: TicketflowConfig,
+    label_issues_path: str = "",
 ) -> dict[str, object]:
     """The register step on files.
 
@@ -542,6 +565,7 @@ def register_from_files(
         rejected_path: Rows kept aside by ingest (CSV).
         html_path: The HTML evaluation report.
         cfg: Configuration (tracking URI, model name, aliases, vector store, target precision).
+        label_issues_path: The train step's label issues (CSV), logged with the run; empty or absent logs none.
 
     Returns:
         The run's summary: rows read/rejected, metrics, MLflow run and version, the gate's decision.
@@ -566,6 +590,7 @@ def register_from_files(
         artifacts={"evaluation.html": html_path, "ingest_report.json": report_path, "rejected_rows.csv": rejected_path},
         store=VectorStore(cfg.vector_store),
         source=str(report.get("source", "")),
+        label_issues=read_label_issues_if_any(label_issues_path),
     )
     return {
         "rows_read": report["rows_read"],

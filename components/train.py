@@ -73,19 +73,42 @@ def fit_ticket_model(
 
 
 def train_from_files(
-    train_path: str, embeddings_path: str, report_path: str, collection: str, cfg: TicketflowConfig, model_path: str
+    train_path: str,
+    embeddings_path: str,
+    report_path: str,
+    collection: str,
+    cfg: TicketflowConfig,
+    model_path: str,
+    label_issues_path: str = "",
 ) -> dict[str, object]:
-    """The train step on files: fits the model and writes it with joblib.
+    """The train step on files: fits the model and writes it with joblib, and the training labels it disputes.
+
+    Args:
+        train_path: Parquet of the training split.
+        embeddings_path: The embed step's vectors.
+        report_path: Ingest report (holds the column mapping).
+        collection: ChromaDB collection of the training tickets.
+        cfg: Configuration.
+        model_path: Where the model goes (joblib).
+        label_issues_path: Where the label issues go (CSV, `audit.label_issues_frame`); empty writes none.
 
     Returns:
-        Flat facts for the model artifact's metadata (chosen hyperparameters per target).
+        Flat facts for the model artifact's metadata: chosen hyperparameters per target and, with
+        `label_issues_path`, the training tickets flagged per target (`<target>.label_issues`).
     """
     import joblib
 
+    from ticketflow.components.audit import issue_counts, label_issues_frame, write_label_issues
     from ticketflow.components.embed import load_split_vectors
     from ticketflow.components.ingest import load_mapping
 
     train_vectors, _ = load_split_vectors(embeddings_path)
-    model = fit_ticket_model(pd.read_parquet(train_path), train_vectors, load_mapping(report_path), cfg, collection)
+    train = pd.read_parquet(train_path)
+    model = fit_ticket_model(train, train_vectors, load_mapping(report_path), cfg, collection)
     joblib.dump(model, model_path)
-    return {f"{t}.{k}": v for t, hp in model.info["hyperparameters"].items() for k, v in hp.items()}
+    facts = {f"{t}.{k}": v for t, hp in model.info["hyperparameters"].items() for k, v in hp.items()}
+    if label_issues_path:
+        issues = label_issues_frame(train, model.classifiers)
+        write_label_issues(issues, label_issues_path)
+        facts.update({f"{t}.label_issues": n for t, n in issue_counts(issues, model.targets).items()})
+    return facts

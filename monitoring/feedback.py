@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -152,10 +152,13 @@ class FeedbackStore:
         source: str = "agent",
         *,
         prediction_log: PredictionLog,
+        known_tickets: Callable[[str], Mapping[str, Any] | None] | None = None,
     ) -> FeedbackRecord:
         """Records the true labels of one logged ticket, all targets in one transaction.
 
-        Recording a target again replaces its label and keeps the time it was first corrected.
+        Recording a target again replaces its label and keeps the time it was first corrected. A ticket the log
+        never saw is accepted when `known_tickets` knows it: a training ticket whose label the model disputes
+        (`ticketflow review-queue --label-issues`), whose correction replaces its row at the next retraining.
 
         Args:
             ticket_id: The ticket's id as answered and logged.
@@ -164,6 +167,9 @@ class FeedbackStore:
             source: Who corrects (default `agent`).
             prediction_log: The log the ticket was answered into. When the id is not there yet, records still
                 buffered by this process are written first (the server answers before its log is written).
+            known_tickets: Looked up with the ticket id when the log does not have it: the record to correct in the
+                log's shape (`text`, `labels` and `confidences` per target, `model_version`, `timestamp`), or None.
+                The caller fills it (the CLI: the champion's label issues), so this store needs no registry.
 
         Returns:
             Every correction now stored for the ticket.
@@ -182,10 +188,13 @@ class FeedbackStore:
         if logged is None:
             prediction_log.flush(timeout=LOG_FLUSH_TIMEOUT_SECONDS)  # returns at once unless this process writes
             logged = prediction_log.get(ticket_id)
+        if logged is None and known_tickets is not None:
+            logged = known_tickets(ticket_id)
         if logged is None:
             raise UnknownTicketError(
                 f"ticket {_shorten(ticket_id)} is not in the prediction log {prediction_log.name}: no ticket was "
                 "answered with this id, or it is older than the log's retention"
+                + ("; nor among the known tickets (the champion's label issues)" if known_tickets is not None else "")
             )
         predicted: dict[str, str] = logged["labels"]
         unknown = sorted(set(cleaned) - set(predicted))

@@ -27,8 +27,10 @@ SUCCEEDED_STATES = frozenset({"SUCCEEDED", "COMPLETE", "CACHED"})
 def assemble_retraining_data(cfg, out_path: str) -> dict[str, int]:
     """Training data for a retrain: the champion's data (train and test) plus tickets agents corrected.
 
-    A corrected ticket missing a correction for some target takes the served prediction for it (recorded
-    with the correction), so a category-only correction still teaches the category.
+    A corrected ticket replaces the row with its ticket id. When it lacks a correction for some target, it takes
+    that target from its own row in the champion's data when it has one (a training ticket corrected from the
+    label audit, which the prediction log never saw), else the served prediction: so a category-only correction
+    still teaches the category.
 
     Args:
         cfg: Configuration.
@@ -60,9 +62,14 @@ def assemble_retraining_data(cfg, out_path: str) -> dict[str, int]:
     store = FeedbackStore(cfg.prediction_log)
     corrected = store.labelled_tickets() if store.labelled_ticket_ids() else pd.DataFrame(columns=["ticket_id"])
     served = PredictionLog(cfg.prediction_log)
+    # A training ticket corrected from the label audit keeps its other targets (and resolution) from its own row.
+    own_rows = previous.drop_duplicates("ticket_id").set_index("ticket_id")
+    for column in columns[2:]:
+        if column not in corrected.columns:
+            corrected[column] = np.nan
+        missing = corrected[column].isna()
+        corrected.loc[missing, column] = corrected.loc[missing, "ticket_id"].map(own_rows[column])
     for target in targets:
-        if target not in corrected.columns:
-            corrected[target] = np.nan
         missing = corrected[target].isna()
         corrected.loc[missing, target] = [
             ((served.get(t) or {}).get("labels") or {}).get(target) for t in corrected.loc[missing, "ticket_id"]

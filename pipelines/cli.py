@@ -7,7 +7,7 @@
     ticketflow champion
     ticketflow drift [--window-hours H | --window-records N]
     ticketflow feedback --ticket-id ID --label category=Network [--label priority=high]
-    ticketflow review-queue [--limit N] [--json]
+    ticketflow review-queue [--limit N] [--json] [--label-issues [--target T]]
     ticketflow serve [--host 127.0.0.1] [--port 8080]
 
 `--home` and `-v` go before or after the subcommand. `run` and `drift` print a short summary and, as the last
@@ -193,17 +193,39 @@ def cmd_feedback(args: argparse.Namespace) -> None:
             raise InvalidFeedbackError(f"--label {target}=… is given twice")
         labels[target] = label
     record = FeedbackStore(cfg.prediction_log).record(
-        args.ticket_id, labels, args.source, prediction_log=PredictionLog(cfg.prediction_log)
+        args.ticket_id,
+        labels,
+        args.source,
+        prediction_log=PredictionLog(cfg.prediction_log),
+        known_tickets=lambda ticket_id: _label_issue_snapshot(cfg, ticket_id),
     )
     print(json.dumps(record.to_dict(), ensure_ascii=False), flush=True)
 
 
+def _label_issue_snapshot(cfg: TicketflowConfig, ticket_id: str) -> dict[str, object] | None:
+    """The champion's label issue of a training ticket, as the record its correction keeps; None when not listed."""
+    from ticketflow.components.audit import LabelIssuesUnavailableError, champion_label_issues
+
+    try:
+        return champion_label_issues(cfg).feedback_snapshots().get(ticket_id)
+    except LabelIssuesUnavailableError:
+        return None
+
+
 def cmd_review_queue(args: argparse.Namespace) -> None:
-    """`review-queue`: the logged tickets flagged for review and not yet labelled, least confident first."""
+    """`review-queue`: the logged tickets flagged for review and not yet labelled, least confident first.
+
+    With `--label-issues`: the champion's training tickets whose labels it disputes, most disputed first.
+    """
     from ticketflow.monitoring.feedback import FeedbackStore, review_items
     from ticketflow.monitoring.request_log import PredictionLog
 
     cfg = _use_home(args)
+    if args.label_issues:
+        _list_label_issues(cfg, args)
+        return
+    if args.target is not None:
+        raise ValueError("--target goes with --label-issues (the review queue lists every target)")
     items = review_items(FeedbackStore(cfg.prediction_log).review_queue(PredictionLog(cfg.prediction_log), args.limit))
     if args.json:
         print(json.dumps({"count": len(items), "tickets": items}, ensure_ascii=False), flush=True)
@@ -218,6 +240,41 @@ def cmd_review_queue(args: argparse.Namespace) -> None:
         text = text if len(text) <= 60 else text[:59] + "…"
         minimum = float("nan") if item["min_confidence"] is None else item["min_confidence"]
         print(f"{item['ticket_id']:<28} {minimum:>8.3f}  {predicted:<36} {text}")
+
+
+def _list_label_issues(cfg: TicketflowConfig, args: argparse.Namespace) -> None:
+    """`review-queue --label-issues`: the champion's disputed training labels and how to correct one."""
+    from ticketflow.components.audit import champion_label_issues, shorten
+
+    if args.limit < 1:
+        raise ValueError(f"limit must be a positive integer, not {args.limit}")
+    champion = champion_label_issues(cfg)
+    ranked = champion.ranked(args.target)
+    listed = ranked.head(args.limit)
+    if args.json:
+        answer = {
+            "model_version": champion.version,
+            "run_id": champion.run_id,
+            "total": len(ranked),
+            "count": len(listed),
+            "tickets": listed.to_dict("records"),
+        }
+        print(json.dumps(answer, ensure_ascii=False), flush=True)
+        return
+    counts = ", ".join(f"{t} {n}" for t, n in sorted(champion.counts.items()))
+    print(f"label issues of the champion v{champion.version} (run {champion.run_id}): {counts or 'none audited'}")
+    if listed.empty:
+        print("no training ticket's label is disputed" + (f" for {args.target}" if args.target else ""))
+        return
+    print(f"{'ticket_id':<20} {'target':<10} {'given -> suggested (confidence)':<44} text")
+    for row in listed.to_dict("records"):
+        change = f"{row['given_label']} -> {row['suggested_label']} ({row['confidence']:.2f})"
+        print(f"{row['ticket_id']:<20} {row['target']:<10} {change:<44} {shorten(row['text'], 60)}")
+    first = listed.iloc[0]
+    print(
+        f"{len(listed)} of {len(ranked)} listed. Correct one (the next training learns it): ticketflow feedback "
+        f"--ticket-id {first['ticket_id']} --label {first['target']}={first['suggested_label']}"
+    )
 
 
 def _registry_state(cfg: TicketflowConfig) -> tuple[str | None, int]:
@@ -422,7 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     feedback = add_command("feedback", "record the true labels of a logged ticket (agents' corrections)")
     feedback.add_argument(
-        "--ticket-id", required=True, help="the ticket's id as answered: <request id>-<index> (required)"
+        "--ticket-id",
+        required=True,
+        help="the ticket's id as answered: <request id>-<index>, or a training ticket's id as `review-queue "
+        "--label-issues` lists it (required)",
     )
     feedback.add_argument(
         "--label",
@@ -440,6 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument(
         "--json", action="store_true", help="print one JSON object instead of a table (default: a table)"
     )
+    queue.add_argument(
+        "--label-issues",
+        action="store_true",
+        help="list the champion's training tickets whose labels it confidently disputes instead, most disputed "
+        "first (default: off)",
+    )
+    queue.add_argument("--target", help="with --label-issues: only this target's, e.g. category (default: all)")
     queue.set_defaults(func=cmd_review_queue)
 
     serve = add_command("serve", "serve the champion over HTTP (KServe V1/V2)", SERVE_DESCRIPTION)

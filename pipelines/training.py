@@ -129,6 +129,7 @@ def training_from_dataset(
         test_set=prepare.outputs["test_set"],
         embeddings=embed.outputs["embeddings"],
         target_precision=target_precision,
+        label_issues=train.outputs["label_issues"],
     )
     register = register_classifier(
         model=train.outputs["model"],
@@ -143,6 +144,7 @@ def training_from_dataset(
         mlflow_tracking_uri=mlflow_tracking_uri,
         vector_store_uri=vector_store_uri,
         target_precision=target_precision,
+        label_issues=train.outputs["label_issues"],
     )
     for task, resources in (
         (ingest, LIGHT_STEP),

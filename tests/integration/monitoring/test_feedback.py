@@ -104,6 +104,42 @@ def test_record_stores_the_correction_with_a_snapshot_of_the_prediction(
     assert json.loads(json.dumps(record.to_dict()))["labels"] == {"category": "Network"}
 
 
+def test_a_ticket_the_log_never_saw_is_recorded_from_the_known_tickets_lookup(
+    store: FeedbackStore, prediction_log: PredictionLog
+) -> None:
+    """A training ticket from the label audit: the caller's lookup supplies what the correction keeps."""
+    asked: list[str] = []
+    audited = {
+        "TCK-7": {
+            "text": "printer jammed on floor 3",
+            "labels": {"category": "Hardware"},  # the audit's suggestion
+            "confidences": {"category": 0.83},
+            "model_version": "5",
+            "timestamp": T0,
+        }
+    }
+
+    def known(ticket_id: str) -> dict | None:
+        asked.append(ticket_id)
+        return audited.get(ticket_id)
+
+    record = store.record("TCK-7", {"category": "Hardware"}, prediction_log=prediction_log, known_tickets=known)
+    assert record.labels == record.predicted == {"category": "Hardware"} and record.model_version == "5"
+    assert record.text == "printer jammed on floor 3"
+    row = store.read().iloc[0]
+    assert row["confidence"] == pytest.approx(0.83) and row["predicted_at"] == pd.Timestamp(T0)
+    # The log comes first: a logged ticket never reaches the lookup.
+    store.record("req-1", {"category": "Network"}, prediction_log=prediction_log, known_tickets=known)
+    assert asked == ["TCK-7"]
+    with pytest.raises(InvalidFeedbackError, match="has no prediction for 'priority'; valid targets: category"):
+        store.record("TCK-7", {"priority": "high"}, prediction_log=prediction_log, known_tickets=known)
+    with pytest.raises(UnknownTicketError, match="nor among the known tickets"):
+        store.record("TCK-8", {"category": "Network"}, prediction_log=prediction_log, known_tickets=known)
+    with pytest.raises(UnknownTicketError, match="is not in the prediction log"):  # without a lookup, as before
+        store.record("TCK-7", {"category": "Network"}, prediction_log=prediction_log)
+    assert sorted(store.labelled_ticket_ids()) == ["TCK-7", "req-1"]
+
+
 def test_recording_again_overwrites_and_keeps_the_first_time(
     store: FeedbackStore, prediction_log: PredictionLog
 ) -> None:

@@ -67,6 +67,14 @@ def test_help_states_the_real_defaults() -> None:
     assert "(default: 50)" in " ".join(commands["review-queue"].format_help().split())
 
 
+def test_review_queue_lists_label_issues_on_request() -> None:
+    parser = cli.build_parser()
+    plain = parser.parse_args(["review-queue"])
+    assert (plain.label_issues, plain.target) == (False, None)
+    audit = parser.parse_args(["review-queue", "--label-issues", "--target", "category", "--limit", "5", "--json"])
+    assert (audit.label_issues, audit.target, audit.limit, audit.json) == (True, "category", 5, True)
+
+
 def test_serve_delegates_to_the_predictor_cli() -> None:
     pytest.importorskip("ticketflow.serving.cli", reason="serving/cli.py (another engineer's) is not there yet")
     serve = subcommands(cli.build_parser())["serve"]
