@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Model version stored with a correction of a ticket that was never served (a training ticket from the label audit).
+UNSERVED_VERSION_PREFIX = "label-audit:"
 MAX_LABEL_CHARS = 200  # longest accepted label, after stripping
 MAX_SOURCE_CHARS = 100  # longest accepted source name
 LOG_FLUSH_TIMEOUT_SECONDS = 5.0  # how long `record` waits for the log's buffered records before calling an id unknown
@@ -169,7 +171,8 @@ class FeedbackStore:
                 buffered by this process are written first (the server answers before its log is written).
             known_tickets: Looked up with the ticket id when the log does not have it: the record to correct in the
                 log's shape (`text`, `labels` and `confidences` per target, `model_version`, `timestamp`), or None.
-                The caller fills it (the CLI: the champion's label issues), so this store needs no registry.
+                The caller fills it (the CLI: the champion's label issues), so this store needs no registry. Such a
+                correction is stored with model version `label-audit:<version>`: it corrects no served answer.
 
         Returns:
             Every correction now stored for the ticket.
@@ -190,6 +193,9 @@ class FeedbackStore:
             logged = prediction_log.get(ticket_id)
         if logged is None and known_tickets is not None:
             logged = known_tickets(ticket_id)
+            if logged is not None:
+                # Never served: marked so that live accuracy, which scores served answers, leaves it out.
+                logged = {**logged, "model_version": f"{UNSERVED_VERSION_PREFIX}{logged['model_version']}"}
         if logged is None:
             raise UnknownTicketError(
                 f"ticket {_shorten(ticket_id)} is not in the prediction log {prediction_log.name}: no ticket was "
@@ -316,6 +322,7 @@ class FeedbackStore:
 
         Corrected tickets are not a random sample (agents mostly correct what the review queue shows, the
         least confident answers), so this is a floor to watch move, not the model's accuracy on all traffic.
+        Corrections of training tickets from the label audit were never served answers and are left out.
 
         Args:
             since: Only tickets answered at or after this time (timezone-aware).
@@ -326,6 +333,7 @@ class FeedbackStore:
         """
         correct = sa.case((feedback.c.label == feedback.c.predicted_label, 1.0), else_=0.0)
         query = sa.select(feedback.c.target, sa.func.avg(correct), sa.func.count()).group_by(feedback.c.target)
+        query = query.where(sa.not_(feedback.c.model_version.startswith(UNSERVED_VERSION_PREFIX, autoescape=True)))
         if since is not None:
             if not isinstance(since, datetime) or since.utcoffset() is None:
                 raise ValueError(f"since must be a timezone-aware datetime, not {since!r}")

@@ -124,7 +124,7 @@ def test_a_ticket_the_log_never_saw_is_recorded_from_the_known_tickets_lookup(
         return audited.get(ticket_id)
 
     record = store.record("TCK-7", {"category": "Hardware"}, prediction_log=prediction_log, known_tickets=known)
-    assert record.labels == record.predicted == {"category": "Hardware"} and record.model_version == "5"
+    assert record.labels == record.predicted == {"category": "Hardware"} and record.model_version == "label-audit:5"
     assert record.text == "printer jammed on floor 3"
     row = store.read().iloc[0]
     assert row["confidence"] == pytest.approx(0.83) and row["predicted_at"] == pd.Timestamp(T0)
@@ -133,6 +133,8 @@ def test_a_ticket_the_log_never_saw_is_recorded_from_the_known_tickets_lookup(
     assert asked == ["TCK-7"]
     with pytest.raises(InvalidFeedbackError, match="has no prediction for 'priority'; valid targets: category"):
         store.record("TCK-7", {"priority": "high"}, prediction_log=prediction_log, known_tickets=known)
+    # Live accuracy scores served answers only: the audited training ticket is not one.
+    assert store.live_accuracy() == {"category": {"accuracy": 0.0, "n": 1}}  # req-1: predicted Hardware, was Network
     with pytest.raises(UnknownTicketError, match="nor among the known tickets"):
         store.record("TCK-8", {"category": "Network"}, prediction_log=prediction_log, known_tickets=known)
     with pytest.raises(UnknownTicketError, match="is not in the prediction log"):  # without a lookup, as before
