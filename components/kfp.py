@@ -212,6 +212,7 @@ def train_classifier(
     seed: int,
     target_precision: float,
     model: Output[Model],
+    tuning_trials: int,
 ):
     """Trains a calibrated classifier per labelled target (category, and priority when labelled).
 
@@ -228,6 +229,8 @@ def train_classifier(
         target_precision: Precision, 0–1, each class's tickets above its review threshold reach on out-of-fold
             predictions (the thresholds travel with the model).
         model: The fitted `TicketModel` (joblib), predicting from raw text.
+        tuning_trials: Meta-model configurations the seeded tuner tries per target, the configured one included;
+            1 means no search.
     """
     import logging
 
@@ -242,6 +245,7 @@ def train_classifier(
         embed_batch_size=batch_size,
         seed=seed,
         target_precision=target_precision,
+        tuning_trials=tuning_trials,
     )
     info = train_from_files(train_set.path, embeddings.path, ingest_report.path, collection, cfg, model.path)
     model.metadata.update(info)
