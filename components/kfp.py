@@ -211,6 +211,7 @@ def train_classifier(
     batch_size: int,
     seed: int,
     target_precision: float,
+    tuning_trials: int,
     model: Output[Model],
     label_issues: Output[Dataset],
 ):
@@ -228,6 +229,8 @@ def train_classifier(
         seed: Seed of the hyperparameter search, the folds and the models.
         target_precision: Precision, 0–1, each class's tickets above its review threshold reach on out-of-fold
             predictions (the thresholds travel with the model).
+        tuning_trials: Meta-model configurations the seeded tuner tries per target, the configured one included;
+            1 means no search.
         model: The fitted `TicketModel` (joblib), predicting from raw text.
         label_issues: Training tickets whose label the model confidently disputes out of fold, per target (CSV).
     """
@@ -244,6 +247,7 @@ def train_classifier(
         embed_batch_size=batch_size,
         seed=seed,
         target_precision=target_precision,
+        tuning_trials=tuning_trials,
     )
     info = train_from_files(
         train_set.path, embeddings.path, ingest_report.path, collection, cfg, model.path, label_issues.path

@@ -39,6 +39,7 @@ from ticketflow.components.ingest import ColumnMapping
 from ticketflow.components.neighbours import NeighbourIndex, Neighbours, neighbour_votes
 from ticketflow.components.prepare import TEXT, merge_text, normalise_whitespace, text_hash
 from ticketflow.components.routing import class_review_thresholds
+from ticketflow.components.tuning import tune_booster
 
 log = logging.getLogger(__name__)
 
@@ -213,19 +214,27 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     Single linear models on ticket text plateau; the one signal that adds to them is which labels a ticket's
     nearest training tickets (by embedding) carry. A gradient-boosted model learns how far to trust each: its
     inputs are the linear model's out-of-fold class probabilities and the votes (`neighbours.neighbour_votes`),
-    where a training ticket is never its own neighbour. The boosted model's own out-of-fold scores then fit a
-    softmax temperature (calibrated confidences) and each class's review threshold.
+    where a training ticket is never its own neighbour. The boosted model's parameters are tuned on those features
+    by seeded successive halving (`tuning.tune_booster`, the configured ones always a candidate); its own
+    out-of-fold scores then fit a softmax temperature (calibrated confidences) and each class's review threshold.
 
     Args:
         sgd_alphas: Regularisation strengths tried for the TF-IDF model (the best out-of-fold macro-F1 wins).
         neighbour_ks: Neighbourhood sizes whose votes are features, e.g. (5, 20, 50).
-        booster_iterations: Boosting iterations of the meta-model.
+        booster_iterations: Boosting iterations of the meta-model (the tuner's first candidate, like the next three).
         booster_learning_rate: Its learning rate.
         booster_max_leaf_nodes: Leaves per tree.
         booster_max_depth: Depth per tree: shallow trees score one ticket in about 0.1 ms (`forest.FlatForest`).
         review_precision: Precision, 0–1, each class's tickets above its review threshold reach out of fold.
         cv: Stratified folds of the out-of-fold predictions.
-        random_state: Seed of the folds and the models.
+        random_state: Seed of the folds, the tuner and the models.
+        tuning_trials: Meta-model configurations the tuner tries, the configured one included; 1 means none.
+        tuning_max_seconds: Safety cap on the tuner's wall time: past it the best configuration so far wins.
+
+    Attributes:
+        booster_params_: The meta-model's parameters the tuner chose.
+        tuning_: The tuner's result as plain dicts (`tuning.TuningResult.as_dict`): every trial's parameters and its
+            macro-F1 per rung.
     """
 
     def __init__(
@@ -239,6 +248,8 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         review_precision: float = 0.91,
         cv: int = 5,
         random_state: int = 42,
+        tuning_trials: int = 8,
+        tuning_max_seconds: float = 900.0,
     ) -> None:
         self.sgd_alphas = sgd_alphas
         self.neighbour_ks = neighbour_ks
@@ -249,25 +260,31 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         self.review_precision = review_precision
         self.cv = cv
         self.random_state = random_state
+        self.tuning_trials = tuning_trials
+        self.tuning_max_seconds = tuning_max_seconds
 
     def _text_model(self, alpha: float) -> Pipeline:
         return text_pipeline(alpha, self.random_state)
 
+    def _configured_booster_params(self) -> dict[str, object]:
+        return {
+            "max_iter": self.booster_iterations,
+            "learning_rate": self.booster_learning_rate,
+            "max_leaf_nodes": self.booster_max_leaf_nodes,
+            "max_depth": self.booster_max_depth,
+        }
+
     def _booster(self) -> HistGradientBoostingClassifier:
+        """The meta-model with the tuner's parameters (`booster_params_`)."""
         return HistGradientBoostingClassifier(
-            max_iter=self.booster_iterations,
-            learning_rate=self.booster_learning_rate,
-            max_leaf_nodes=self.booster_max_leaf_nodes,
-            max_depth=self.booster_max_depth,
-            early_stopping=False,
-            random_state=self.random_state,
+            **self.booster_params_, early_stopping=False, random_state=self.random_state
         )
 
     def _votes(self, neighbours: Neighbours) -> np.ndarray:
         return neighbour_votes(neighbours, self.neighbour_labels_, len(self.classes_), self.neighbour_ks)
 
     def fit(self, texts: Sequence[str], y: Sequence[str], neighbours: Neighbours) -> NeighbourStackClassifier:
-        """Fits the text model and the meta-model on out-of-fold features, the temperature and the thresholds.
+        """Fits the text model, tunes and fits the meta-model on out-of-fold features, the temperature, the thresholds.
 
         Args:
             texts: Training texts.
@@ -298,6 +315,17 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             self.alpha_ = max(text_scores, key=lambda a: text_scores[a])
             self.text_cv_macro_f1_ = float(text_scores[self.alpha_])
             features = np.hstack([oof_text[self.alpha_], self._votes(neighbours)])
+            tuning = tune_booster(
+                features,
+                y_index,
+                folds,
+                self._configured_booster_params(),
+                self.tuning_trials,
+                self.random_state,
+                self.tuning_max_seconds,
+            )
+            self.booster_params_ = tuning.best_params
+            self.tuning_ = tuning.as_dict()
             oof_scores = np.zeros((len(y), len(self.classes_)))
             for train_idx, valid_idx in folds:
                 booster = self._booster().fit(features[train_idx], y_index[train_idx])

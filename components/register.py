@@ -190,6 +190,29 @@ def training_metrics(evaluation: Evaluation) -> dict[str, float]:
     return metrics
 
 
+def log_tuning(model: TicketModel) -> None:
+    """Logs each target's tuning trials in the active run: a table, a metric per trial and the outcome.
+
+    Per target: `tuning/<target>.json` (every trial's parameters and its macro-F1 per rung, the chosen trial, whether
+    the time cap stopped the search), the metric `<target>.tuning.macro_f1` with step = trial number (its score at
+    the highest rung it was scored on; trials the time cap skipped have none), and the params
+    `<target>.tuning.best_trial` and `<target>.tuning.stopped`. The chosen parameters are logged with the other
+    hyperparameters (`<target>.booster.<name>`). Models trained before the tuner log nothing here.
+
+    Args:
+        model: The fitted model (`info["tuning"]` holds the trials, per target).
+    """
+    for target, tuning in model.info.get("tuning", {}).items():
+        mlflow.log_dict(tuning, f"tuning/{target}.json")
+        for trial in tuning["trials"]:
+            scored = [rung["macro_f1"] for rung in trial["rungs"] if rung["macro_f1"] is not None]
+            if scored:
+                mlflow.log_metric(f"{target}.tuning.macro_f1", scored[-1], step=trial["number"])
+        mlflow.log_params(
+            {f"{target}.tuning.best_trial": tuning["best_trial"], f"{target}.tuning.stopped": tuning["stopped"]}
+        )
+
+
 def _log_reference(train: pd.DataFrame, test: pd.DataFrame, fingerprint: dict, folder: Path) -> None:
     """Logs both splits and the fingerprint under `reference/`; drift checks read the training split from there."""
     dataset = mlflow.data.from_pandas(train, name="reference", digest=fingerprint["content_sha256"][:32])
@@ -268,6 +291,7 @@ def log_training_run(
         for target, hp in model.info.get("hyperparameters", {}).items():
             mlflow.log_params({f"{target}.{k}": v for k, v in hp.items()})
         mlflow.log_metrics(training_metrics(evaluation))
+        log_tuning(model)
         _log_reference(train, test, fingerprint, Path(tmp, "reference"))
         (Path(tmp) / "evaluation.json").write_text(evaluation.to_json())
         mlflow.log_artifact(str(Path(tmp) / "evaluation.json"))

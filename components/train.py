@@ -25,11 +25,12 @@ def fit_ticket_model(
         train: Training split (`text` plus the label columns).
         vectors: Embeddings of `train`, row-aligned.
         mapping: Column roles (the label columns are the targets).
-        cfg: Configuration (seed, folds, search grid, neighbourhoods, target precision, embedding model).
+        cfg: Configuration (seed, folds, search grid, tuning trials, neighbourhoods, target precision, embedding model).
         collection: ChromaDB collection holding these tickets.
 
     Returns:
-        The fitted model, with each class's review threshold.
+        The fitted model, with each class's review threshold; its `info` holds per target the chosen
+        hyperparameters (`hyperparameters`) and the tuner's trials (`tuning`).
     """
     if len(train) != len(vectors):
         raise ValueError(f"{len(train)} training tickets but {len(vectors)} vectors")
@@ -48,6 +49,8 @@ def fit_ticket_model(
             review_precision=cfg.target_precision,
             cv=cfg.cv_folds,
             random_state=cfg.seed,
+            tuning_trials=cfg.tuning_trials,
+            tuning_max_seconds=cfg.tuning_max_seconds,
         ).fit(texts, train[target].to_numpy(), neighbours)
     info = {
         target: {
@@ -55,6 +58,8 @@ def fit_ticket_model(
             "temperature": c.temperature_,
             "text_cv_macro_f1": c.text_cv_macro_f1_,
             "cv_macro_f1": c.cv_macro_f1_,
+            # KFP's metadata and MLflow's params take no None: class_weight=None reads "none".
+            **{f"booster.{k}": "none" if v is None else v for k, v in c.booster_params_.items()},
         }
         for target, c in classifiers.items()
     }
@@ -67,7 +72,7 @@ def fit_ticket_model(
         classifiers=classifiers,
         collection=collection,
         review_thresholds={target: c.review_thresholds_ for target, c in classifiers.items()},
-        info={"hyperparameters": info},
+        info={"hyperparameters": info, "tuning": {target: c.tuning_ for target, c in classifiers.items()}},
         neighbour_index=index,
     )
 

@@ -86,6 +86,8 @@ def run_training(args: argparse.Namespace) -> dict[str, object]:
         "embedding_precision": encoder.embedding_precision,
         "embedding_max_tokens": encoder.embedding_max_tokens,
         "registered_model_name": args.model_name,
+        # Checked here (at least 1), so that a bad value is a usage error before the pipeline starts.
+        "tuning_trials": TicketflowConfig.from_env(tuning_trials=args.tuning_trials).tuning_trials,
     }
     run = run_pipeline(
         training_pipeline, {k: v for k, v in params.items() if v is not None}, _runs_folder(cfg), args.verbose
@@ -445,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"tokens of a ticket the encoder reads, 0: the model's limit (default: {defaults.embedding_max_tokens})",
     )
     run.add_argument("--model-name", help=f"registered model name (default: {defaults.registered_model_name})")
+    run.add_argument(
+        "--tuning-trials",
+        type=int,
+        help="meta-model configurations the seeded tuner tries per target, 1: no search "
+        f"(default: {defaults.tuning_trials})",
+    )
     run.set_defaults(func=cmd_run)
 
     predict = add_command("predict", "score a file with the champion")

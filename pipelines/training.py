@@ -62,6 +62,7 @@ def training_from_dataset(
     registered_model_name: str = DEFAULTS.registered_model_name,
     mlflow_tracking_uri: str = DEFAULTS.mlflow_tracking_uri,
     vector_store_uri: str = DEFAULTS.vector_store_uri,
+    tuning_trials: int = DEFAULTS.tuning_trials,
 ) -> str:
     """Trains and registers the classifiers on a ticket export that is already an artifact (the pipeline's steps).
 
@@ -84,6 +85,9 @@ def training_from_dataset(
         registered_model_name: MLflow registered model name, also the KServe model name.
         mlflow_tracking_uri: MLflow tracking URI; empty means the configured default.
         vector_store_uri: ChromaDB folder or http://host:port; empty means the configured default.
+        tuning_trials: Configurations of the classifier's boosted meta-model tried per target by a seeded
+            successive-halving search (the configured one included; 1 means no search). Each trial and its score
+            go to the MLflow run.
 
     Returns:
         JSON summary of the run: rows read and rejected, metrics, MLflow run and version, gate decision.
@@ -123,6 +127,7 @@ def training_from_dataset(
         batch_size=embed_batch_size,
         seed=seed,
         target_precision=target_precision,
+        tuning_trials=tuning_trials,
     )
     evaluate = evaluate_classifier(
         model=train.outputs["model"],
@@ -176,6 +181,7 @@ def training_pipeline(
     registered_model_name: str = DEFAULTS.registered_model_name,
     mlflow_tracking_uri: str = DEFAULTS.mlflow_tracking_uri,
     vector_store_uri: str = DEFAULTS.vector_store_uri,
+    tuning_trials: int = DEFAULTS.tuning_trials,
 ) -> str:
     """Trains ticket category and priority classifiers and registers them in MLflow behind a quality gate.
 
@@ -202,6 +208,9 @@ def training_pipeline(
             default (the MLflow Service), or a local sqlite file.
         vector_store_uri: ChromaDB http://host:port or folder; empty means TICKETFLOW_VECTOR_STORE, else the
             image's cluster default (the ChromaDB Service), or a local folder.
+        tuning_trials: Configurations of the classifier's boosted meta-model tried per target by a seeded
+            successive-halving search (the configured one included; 1 means no search). Each trial and its score
+            go to the MLflow run.
 
     Returns:
         JSON summary of the run: rows read and rejected, metrics, MLflow run and version, gate decision.
@@ -226,6 +235,7 @@ def training_pipeline(
         registered_model_name=registered_model_name,
         mlflow_tracking_uri=mlflow_tracking_uri,
         vector_store_uri=vector_store_uri,
+        tuning_trials=tuning_trials,
     )
     steps.set_caching_options(False)
     return steps.output

@@ -98,6 +98,23 @@ def test_a_worse_model_never_takes_champion(data: Fixture, cfg: TicketflowConfig
     assert float(tags["gate.champion_score"]) == pytest.approx(first_eval.mean_macro_f1, abs=1e-4)
 
 
+def test_the_run_holds_every_tuning_trial_and_the_chosen_parameters(
+    data: Fixture, cfg: TicketflowConfig, client: MlflowClient
+) -> None:
+    registration, _ = train_and_register(data, cfg.model_copy(update={"tuning_trials": 4}))
+    run = client.get_run(registration.run_id)
+    for target in data.mapping.label_columns:
+        table = mlflow.artifacts.load_dict(f"runs:/{registration.run_id}/tuning/{target}.json")
+        assert [t["number"] for t in table["trials"]] == [0, 1, 2, 3] and table["stopped"] is False
+        history = client.get_metric_history(registration.run_id, f"{target}.tuning.macro_f1")
+        # One point per trial (step = trial number): its macro-F1 at the highest rung it reached.
+        assert {m.step: m.value for m in history} == {t["number"]: t["rungs"][-1]["macro_f1"] for t in table["trials"]}
+        assert run.data.params[f"{target}.tuning.best_trial"] == str(table["best_trial"])
+        assert table["best_params"] == table["trials"][table["best_trial"]]["params"]
+        for name, value in table["best_params"].items():
+            assert run.data.params[f"{target}.booster.{name}"] == str("none" if value is None else value)
+
+
 def test_a_better_model_takes_champion(data: Fixture, cfg: TicketflowConfig, client: MlflowClient) -> None:
     weak, _ = train_and_register(data, cfg, shuffle_labels=True)
     assert weak.champion  # the first model always becomes champion

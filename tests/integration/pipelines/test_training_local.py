@@ -163,6 +163,26 @@ def test_registered_version_carries_aliases_tags_and_reference(
     )
 
 
+def tuning_table(client: MlflowClient, run_id: str, target: str) -> dict:
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/tuning/{target}.json")
+
+
+def test_every_tuning_trial_is_in_the_run(first_run: dict, client: MlflowClient) -> None:
+    run = client.get_run(first_run["run_id"])
+    trials = TicketflowConfig().tuning_trials
+    for target in ("category", "priority"):
+        table = tuning_table(client, run.info.run_id, target)
+        assert [t["number"] for t in table["trials"]] == list(range(trials)) and table["stopped"] is False
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"{target}.tuning.macro_f1")}
+        # One point per trial: its macro-F1 at the highest rung it reached.
+        assert history == {t["number"]: t["rungs"][-1]["macro_f1"] for t in table["trials"]}
+        assert all(0 < value <= 1 for value in history.values())
+        assert run.data.params[f"{target}.tuning.best_trial"] == str(table["best_trial"])
+        assert table["best_params"] == table["trials"][table["best_trial"]]["params"]
+        for name, value in table["best_params"].items():  # the chosen parameters are run params
+            assert run.data.params[f"{target}.booster.{name}"] == str("none" if value is None else value)
+
+
 def test_vectors_are_in_chromadb(first_run: dict, home: Path, client: MlflowClient) -> None:
     collection = client.get_model_version(MODEL, "1").tags["collection"]
     rows = int(client.get_run(first_run["run_id"]).data.tags["dataset.rows"])
@@ -214,6 +234,13 @@ def test_second_run_reuses_vectors_and_gate_keeps_the_champion(
     tags = client.get_model_version(MODEL, "2").tags
     assert tags["gate.decision"] == "rejected"
     assert float(tags["gate.new_score"]) == pytest.approx(float(tags["gate.champion_score"]), abs=1e-6)
+    # The same data gives the same model: the tuner tried the same trials, scored them alike and chose the same.
+    second_run = client.get_model_version(MODEL, "2").run_id
+    for target in ("category", "priority"):
+        first_table, second_table = (
+            tuning_table(client, run, target) | {"seconds": 0} for run in (first_run["run_id"], second_run)
+        )
+        assert first_table == second_table
 
 
 def test_predict_scores_a_file_with_the_champion(first_run: dict, home: Path, tmp_path: Path) -> None:

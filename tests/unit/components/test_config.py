@@ -52,6 +52,8 @@ READ = [
     ("neighbour_ks", "TICKETFLOW_NEIGHBOUR_KS", "3,10", (3, 10)),
     ("booster_iterations", "TICKETFLOW_BOOSTER_ITERATIONS", "40", 40),
     ("booster_learning_rate", "TICKETFLOW_BOOSTER_LEARNING_RATE", "0.2", 0.2),
+    ("tuning_trials", "TICKETFLOW_TUNING_TRIALS", "3", 3),
+    ("tuning_max_seconds", "TICKETFLOW_TUNING_MAX_SECONDS", "60", 60.0),
     ("target_precision", "TICKETFLOW_TARGET_PRECISION", "0.95", 0.95),
     ("calibration_bins", "TICKETFLOW_CALIBRATION_BINS", "10", 10),
     ("registered_model_name", "TICKETFLOW_MODEL_NAME", "ticket-router", "ticket-router"),
@@ -267,6 +269,8 @@ def test_falsy_overrides_that_are_values_are_kept() -> None:
         ("TICKETFLOW_SGD_ALPHAS", "[1e-4,", "Value error"),
         ("TICKETFLOW_CV_FOLDS", "1", "greater than or equal to 2"),
         ("TICKETFLOW_LOG_RETENTION_DAYS", "0", "greater than or equal to 1"),
+        ("TICKETFLOW_TUNING_TRIALS", "0", "greater than or equal to 1"),
+        ("TICKETFLOW_TUNING_MAX_SECONDS", "-5", "greater than or equal to 0"),
     ],
 )
 def test_a_bad_variable_is_a_validation_error_naming_it(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from ticketflow.components.config import TicketflowConfig
 from ticketflow.pipelines import cli
 from ticketflow.pipelines.local_runner import StepProgress, TaskLog
 
@@ -105,6 +106,29 @@ def test_a_missing_data_file_is_one_error_line(
     assert cli.main(["run", "--data", str(tmp_path / "missing.csv")]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err == f"error: DATA file not found: {tmp_path / 'missing.csv'}\n"
+
+
+def test_tuning_trials_reach_the_pipeline_and_a_bad_count_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = tmp_path / "tickets.csv"
+    data.write_text("text,category\nvpn down,Network\n")
+    started: list[dict] = []
+
+    def no_pipeline(pipeline, params, runs, verbose):  # the pipeline itself runs in the integration tests
+        started.append(params)
+        raise RuntimeError("not run here")
+
+    monkeypatch.setenv("TICKETFLOW_HOME", str(tmp_path))  # restored after the test; `run` sets it
+    monkeypatch.setattr(cli, "run_pipeline", no_pipeline)
+    assert cli.main(["run", "--data", str(data), "--tuning-trials", "3"]) == 1
+    assert cli.main(["run", "--data", str(data)]) == 1
+    assert [p["tuning_trials"] for p in started] == [3, TicketflowConfig().tuning_trials]
+    capsys.readouterr()
+    assert cli.main(["run", "--data", str(data), "--tuning-trials", "0"]) == 1
+    out, err = capsys.readouterr()
+    assert len(started) == 2 and out == ""
+    assert err.startswith("error: ") and "tuning_trials" in err and "greater than or equal to 1" in err
 
 
 def test_exit_codes_of_the_console_script(tmp_path: Path) -> None:
