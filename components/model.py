@@ -248,7 +248,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         review_precision: float = 0.91,
         cv: int = 5,
         random_state: int = 42,
-        tuning_trials: int = 8,
+        tuning_trials: int = 4,
         tuning_max_seconds: float = 900.0,
     ) -> None:
         self.sgd_alphas = sgd_alphas
