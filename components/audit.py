@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ticketflow.components import privacy
 from ticketflow.components.ingest import TICKET_ID
 from ticketflow.components.prepare import TEXT
+from ticketflow.components.privacy import snippet
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def read_label_issues_if_any(path: str | Path) -> pd.DataFrame | None:
 
 def shorten(text: str, limit: int) -> str:
     """One line of at most `limit` characters, personal data masked (training text is quoted to more people)."""
-    return privacy.snippet(str(text), limit)
+    return snippet(str(text), limit)
 
 
 def label_issues_html(issues: pd.DataFrame, target: str, top: int = REPORT_TOP) -> str:

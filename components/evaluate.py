@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from ticketflow.components import privacy
 from ticketflow.components.audit import label_issues_html, read_label_issues_if_any
 from ticketflow.components.ingest import TICKET_ID
 from ticketflow.components.model import TicketModel
 from ticketflow.components.prepare import TEXT
+from ticketflow.components.privacy import mask_personal_data, snippet
 from ticketflow.components.routing import expected_calibration_error
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,7 @@ def confused_pairs(
     for i in wrong:
         counts.setdefault((y_true[i], y_pred[i]), []).append(int(i))
     ranked = sorted(counts.items(), key=lambda item: (-len(item[1]), item[0]))[:top]
-    masker = privacy.mask_personal_data if mask else None
+    masker = mask_personal_data if mask else None
     pairs = []
     for (true_label, predicted_label), rows in ranked:
         chosen = sorted(rows, key=lambda i: (-confidences[i], i))[:examples]
@@ -326,7 +326,7 @@ def confused_pairs(
                 share=len(rows) / int((y_true == true_label).sum()),
                 examples=[
                     ConfusedExample(
-                        snippet=privacy.snippet(str(texts[i]), snippet_chars, masker) if texts is not None else "",
+                        snippet=snippet(str(texts[i]), snippet_chars, masker) if texts is not None else "",
                         true_label=true_label,
                         predicted_label=predicted_label,
                         confidence=float(confidences[i]),
