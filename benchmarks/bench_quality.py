@@ -35,6 +35,7 @@ import os
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
@@ -352,6 +353,7 @@ def fold_job(
     started = time.perf_counter()
     model = fit_ticket_model(train, train_vectors, mapping, cfg)
     out = {"seconds": {"default": time.perf_counter() - started, "baseline": 0.0}, "targets": {}, "C": {}}
+    out["form"] = {target: hp["form"] for target, hp in model.info["hyperparameters"].items()}
     predictions = model.predict(texts, test_vectors)
     for target in mapping.label_columns:
         baseline, info = fit_baseline(train[TEXT].tolist(), train[target])
@@ -574,6 +576,24 @@ def fold_key(dataset: str, variant: str, scheme: str, number: int) -> str:
 # --------------------------------------------------------------------------------------------- the report
 
 
+def form_note(it: Mapping, cs_name: str, done: Mapping[str, object]) -> str:
+    """Which form of the default classified each target (`model.FORMS`), chosen out of fold in every fit."""
+    counts: dict[str, Counter] = {}
+    for key, result in done.items():
+        if key.startswith(f"{cs_name} ") and isinstance(result, Mapping) and "form" in result:
+            for target, form in result["form"].items():
+                counts.setdefault(target, Counter())[form] += 1
+    it_form = it["candidates"]["stack"]["info"].get("form", "stack")
+    cs_forms = "; ".join(
+        f"{target} " + ", ".join(f"{form} ×{n}" for form, n in forms.most_common()) for target, forms in counts.items()
+    )
+    return (
+        f"- The default's form per target, chosen by out-of-fold macro-F1 in each fit (boosted `stack`, logistic "
+        f"`linear_stack`, or the `text` model alone): {it['name']} {it['target']}: {it_form}; {cs_name}, over its "
+        f"{sum(sum(c.values()) for c in counts.values()) // max(len(counts), 1)} fits: {cs_forms}."
+    )
+
+
 def candidates_table(it: Mapping, seconds: Mapping[str, list[float]]) -> list[str]:
     """The it_service candidates as Markdown lines."""
     lines = [
@@ -615,56 +635,28 @@ def report(it: Mapping, seconds: Mapping[str, list[float]], cs_name: str, cs: Ma
     stack, baseline = it["candidates"]["stack"], it["candidates"]["baseline"]
     name, target, routing = it["name"], it["target"], it["routing"]
     lr = "TF-IDF + LR"
-    summary = [
-        figure(
-            f"{name} {target} macro-F1, default model (stretch goal)",
-            stack["macro_f1"],
-            baseline=baseline["macro_f1"],
-            baseline_label=lr,
-            goal=f"≥ {STRETCH:.2f}",
-            met=stack["macro_f1"] >= STRETCH,
-        ),
-        figure(
-            f"{name} {target} accuracy, default model (stretch goal)",
-            stack["accuracy"],
-            baseline=baseline["accuracy"],
-            baseline_label=lr,
-            goal=f"≥ {STRETCH:.2f}",
-            met=stack["accuracy"] >= STRETCH,
-        ),
-        figure(
-            f"{name} {target} ECE ({BINS} bins), default model",
-            stack["ece"],
-            baseline=baseline["ece"],
-            baseline_label=lr,
-            goal=f"≤ {ECE_GOAL}",
-            met=stack["ece"] <= ECE_GOAL,
-        ),
-        figure(
-            f"{name} {target} routed precision, default's thresholds",
-            routing["precision"],
-            baseline=ROUTED_PRECISION_GOAL,
-            baseline_label="goal",
-            goal=f"≥ {ROUTED_PRECISION_GOAL:.2f}",
-            met=routing["precision"] >= ROUTED_PRECISION_GOAL,
-        ),
-        figure(
-            f"{name} {target} lowest routed precision of a class",
-            routing["min_class_precision"],
-            baseline=CLASS_PRECISION_GOAL,
-            baseline_label="goal",
-            goal=f"≥ {CLASS_PRECISION_GOAL:.2f}",
-            met=routing["min_class_precision"] >= CLASS_PRECISION_GOAL,
-        ),
-        figure(
-            f"{name} {target} routed coverage, default's thresholds",
-            routing["coverage"],
-            baseline=COVERAGE_GOAL,
-            baseline_label="goal",
-            goal=f"≥ {COVERAGE_GOAL:.2f}",
-            met=routing["coverage"] >= COVERAGE_GOAL,
-        ),
+    # (figure, value, baseline, its label, goal as "≥"/"≤" and the bound): the issue's it_service goals.
+    goals = [
+        ("macro-F1, default model (stretch goal)", stack["macro_f1"], baseline["macro_f1"], lr, "≥", STRETCH),
+        ("accuracy, default model (stretch goal)", stack["accuracy"], baseline["accuracy"], lr, "≥", STRETCH),
+        (f"ECE ({BINS} bins), default model", stack["ece"], baseline["ece"], lr, "≤", ECE_GOAL),
+        ("routed precision, default's thresholds", routing["precision"], ROUTED_PRECISION_GOAL, "goal", "≥", None),
+        ("lowest routed precision of a class", routing["min_class_precision"], CLASS_PRECISION_GOAL, "goal", "≥", None),
+        ("routed coverage, default's thresholds", routing["coverage"], COVERAGE_GOAL, "goal", "≥", None),
     ]
+    summary = []
+    for label, value, base, base_label, sense, bound in goals:
+        bound = base if bound is None else bound  # the routing goals are their own baseline
+        summary.append(
+            figure(
+                f"{name} {target} {label}",
+                value,
+                baseline=base,
+                baseline_label=base_label,
+                goal=f"{sense} {bound:.2f}" if sense == "≥" else f"{sense} {bound}",
+                met=value >= bound if sense == "≥" else value <= bound,
+            )
+        )
     split, cv, _ = schemes(facts["folds"])
     for t, result in cs.get("tags", {}).get(cv, {}).items():
         d, b = result["summary"]["default"]["all"]["macro_f1"], result["summary"]["baseline"]["all"]["macro_f1"]
@@ -705,8 +697,9 @@ def report(it: Mapping, seconds: Mapping[str, list[float]], cs_name: str, cs: Ma
     notes = [
         f"- {name}: the pipeline's split ({it['train_rows']:,} train / {it['test_rows']:,} test, stratified, seed 42), "
         "every choice made on out-of-fold predictions of the training rows, the test rows scored once. Best "
-        f"macro-F1 {best['macro_f1']:.4f} ({best_key}): {gap_f1:+.4f} short of the {STRETCH:.2f} stretch goal "
-        f"(accuracy {gap_acc:+.4f}). Train time: one thread, two fits side by side; one ticket: median of "
+        f"macro-F1 {best['macro_f1']:.4f} ({best_key}): {abs(gap_f1):.4f} {'short of' if gap_f1 > 0 else 'above'} "
+        f"the {STRETCH:.2f} stretch goal (best accuracy {-gap_acc:+.4f} from it). Train time: one thread, two fits "
+        "side by side; one ticket: median of "
         f"{len(seconds['stack'])} interleaved rounds, classifying one test ticket given its vector; {encode_note}.",
         f"- {cs_name}: queue and priority on the same rows in three schemes: the pipeline's split; a "
         f"{facts['folds']}-fold stratified CV (mean ± std over folds); the same grouped so that near-duplicates "
@@ -813,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoded": len(it.frame),
     }
     summary, figures, notes = report(it_scores, seconds, cs.name, cs_scores, facts)
+    notes.insert(2, form_note(it_scores, cs.name, done))
     table = cs_table(cs.name, cs_scores, languages)
     for row in table["rows"]:
         say("  " + " | ".join(row))
@@ -829,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
                 for variant, schemes in cs_scores.items()
             },
             "baseline_C": {k: v["C"] for k, v in done.items() if "C" in v},
+            "default_form": {k: v["form"] for k, v in done.items() if "form" in v},
         },
         "encode_seconds": {d.name + " " + v: s for d in (it, cs) for v, s in d.encode_seconds.items()},
     }

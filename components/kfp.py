@@ -267,6 +267,7 @@ def evaluate_classifier(
     report: Output[HTML],
     evaluation: Output[Artifact],
     label_issues: Input[Dataset],
+    mask_personal_data: bool = True,
 ):
     """Scores the model on the test split: metrics, confusion matrices, calibration, routing under its thresholds.
 
@@ -284,6 +285,7 @@ def evaluate_classifier(
             scores and confusion matrices.
         evaluation: The evaluation as JSON, for the register step.
         label_issues: The train step's label issues: the report lists each target's most disputed training tickets.
+        mask_personal_data: Mask e-mail addresses and phone numbers in the test tickets the report quotes.
     """
     import logging
 
@@ -297,6 +299,7 @@ def evaluate_classifier(
         target_precision,
         report.path,
         evaluation.path,
+        mask_personal_data=mask_personal_data,
         label_issues_path=label_issues.path,
     )
     for name, value in result.flat_metrics().items():

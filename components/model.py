@@ -1,11 +1,12 @@
 """The ticket model: one object that embeds raw text and classifies it for every target.
 
 Each target (category/queue, priority) gets a `NeighbourStackClassifier`: TF-IDF word 1–2 grams with a linear
-model, stacked with the label votes of the ticket's nearest training tickets under a gradient-boosted
-meta-model. The nearest tickets come from an exact index of the training vectors that travels inside the model
-(`neighbours.NeighbourIndex`), so the pyfunc, batch scoring and the predictor need no ChromaDB server to
-classify. The regularisation, a softmax temperature (calibrated confidences) and each class's review threshold
-are chosen on out-of-fold predictions of the training split.
+model, stacked with the label votes of the ticket's nearest training tickets under a meta-model (boosted trees, or
+a logistic regression where that scores higher out of fold), or the text model alone where that does. The nearest
+tickets come from an exact index of the training vectors that travels inside the model
+(`neighbours.NeighbourIndex`), so the pyfunc, batch scoring and the predictor need no ChromaDB server to classify.
+The regularisation, the form, a softmax temperature (calibrated confidences) and each class's review threshold are
+chosen on out-of-fold predictions of the training split.
 
 `FusionClassifier` (TF-IDF fused late with an MLP on the embeddings) is the model trained before; it stays so
 that versions registered with it keep loading and predicting, and as a candidate in the benchmarks.
@@ -27,7 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import SGDClassifier
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier
@@ -44,6 +45,8 @@ from ticketflow.components.tuning import tune_booster
 log = logging.getLogger(__name__)
 
 EMBEDDING_PREFIX = "emb_"
+# What can classify a target, in the order that breaks ties of their out-of-fold macro-F1 (NeighbourStackClassifier).
+FORMS = ("stack", "linear_stack", "text")
 _EPS = 1e-9
 
 
@@ -215,8 +218,11 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     nearest training tickets (by embedding) carry. A gradient-boosted model learns how far to trust each: its
     inputs are the linear model's out-of-fold class probabilities and the votes (`neighbours.neighbour_votes`),
     where a training ticket is never its own neighbour. The boosted model's parameters are tuned on those features
-    by seeded successive halving (`tuning.tune_booster`, the configured ones always a candidate); its own
-    out-of-fold scores then fit a softmax temperature (calibrated confidences) and each class's review threshold.
+    by seeded successive halving (`tuning.tune_booster`, the configured ones always a candidate). On a few thousand
+    noisy tickets boosted trees learn noise: a linear meta-model over the same features, or the text model alone,
+    then scores higher. Whichever of the three (`FORMS`) scores the highest macro-F1 out of fold classifies
+    (`form_`); its out-of-fold scores then fit a softmax temperature (calibrated confidences) and each class's
+    review threshold.
 
     Args:
         sgd_alphas: Regularisation strengths tried for the TF-IDF model (the best out-of-fold macro-F1 wins).
@@ -232,6 +238,10 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         tuning_max_seconds: Safety cap on the tuner's wall time: past it the best configuration so far wins.
 
     Attributes:
+        form_: What classifies, one of `FORMS`: "stack" (the boosted meta-model, `forest_`), "linear_stack" (the
+            logistic one, `linear_meta_`) or "text" (the text model alone). The other meta-model is None.
+        form_cv_macro_f1_: Each form's out-of-fold macro-F1.
+        text_cv_macro_f1_: The text model's out-of-fold macro-F1 (its best alpha).
         booster_params_: The meta-model's parameters the tuner chose.
         tuning_: The tuner's result as plain dicts (`tuning.TuningResult.as_dict`): every trial's parameters and its
             macro-F1 per rung.
@@ -280,6 +290,10 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             **self.booster_params_, early_stopping=False, random_state=self.random_state
         )
 
+    @staticmethod
+    def _linear_meta() -> LogisticRegression:
+        return LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+
     def _votes(self, neighbours: Neighbours) -> np.ndarray:
         return neighbour_votes(neighbours, self.neighbour_labels_, len(self.classes_), self.neighbour_ks)
 
@@ -326,12 +340,31 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             )
             self.booster_params_ = tuning.best_params
             self.tuning_ = tuning.as_dict()
-            oof_scores = np.zeros((len(y), len(self.classes_)))
+            stacked_scores = np.zeros((len(y), len(self.classes_)))
             for train_idx, valid_idx in folds:
                 booster = self._booster().fit(features[train_idx], y_index[train_idx])
                 scores = np.full((len(valid_idx), len(self.classes_)), np.log(_EPS))
                 scores[:, booster.classes_] = FlatForest(booster).class_scores(features[valid_idx])
-                oof_scores[valid_idx] = scores
+                stacked_scores[valid_idx] = scores
+            # The same features under a class-balanced multinomial logistic regression: on a few thousand noisy
+            # tickets the boosted trees learn noise where a linear model does not. And the text model alone.
+            linear_scores = np.zeros_like(stacked_scores)
+            for train_idx, valid_idx in folds:
+                meta = self._linear_meta().fit(features[train_idx], y_index[train_idx])
+                linear_scores[valid_idx] = np.log(_EPS)
+                linear_scores[np.ix_(valid_idx, meta.classes_)] = meta.predict_log_proba(features[valid_idx])
+            candidates = {
+                "stack": stacked_scores,
+                "linear_stack": linear_scores,
+                "text": np.log(np.clip(oof_text[self.alpha_], _EPS, 1.0)),
+            }
+            self.form_cv_macro_f1_ = {
+                form: float(f1_score(y, self.classes_[scores.argmax(1)], average="macro"))
+                for form, scores in candidates.items()
+            }
+            # Highest out-of-fold macro-F1; among ties the first of `FORMS`.
+            self.form_ = max(FORMS, key=lambda form: self.form_cv_macro_f1_[form])
+            oof_scores = candidates[self.form_]
             self.temperature_ = _fit_temperature(oof_scores, y_index)
             oof_proba = softmax(oof_scores / self.temperature_, axis=1)
             # Kept for the label audit (`ticketflow.components.audit`), which needs scores of tickets the model did
@@ -343,12 +376,13 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
                 oof_proba.max(1), predicted, predicted == y, self.classes_, self.review_precision
             )
             self.text_model_ = self._text_model(self.alpha_).fit(texts, y)
-            self.forest_ = FlatForest(self._booster().fit(features, y_index))
+            self.forest_ = FlatForest(self._booster().fit(features, y_index)) if self.form_ == "stack" else None
+            self.linear_meta_ = self._linear_meta().fit(features, y_index) if self.form_ == "linear_stack" else None
         log.info(
-            "train: alpha=%g text cv macro-F1=%.4f stacked cv macro-F1=%.4f temperature=%.3f",
+            "train: alpha=%g, cv macro-F1 %s: %s, temperature=%.3f",
             self.alpha_,
-            self.text_cv_macro_f1_,
-            self.cv_macro_f1_,
+            ", ".join(f"{form} {score:.4f}" for form, score in self.form_cv_macro_f1_.items()),
+            self.form_,
             self.temperature_,
         )
         return self
@@ -390,10 +424,23 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             vectors: Their embeddings (unused: the neighbours carry what the vectors say).
             neighbours: Their nearest training tickets from the model's index.
         """
-        if neighbours is None:
+        if self.form == "text":
+            scores = np.log(np.clip(self.text_proba(texts), _EPS, 1.0))
+        elif neighbours is None:
             raise ValueError("NeighbourStackClassifier needs the tickets' neighbours")
-        scores = self.forest_.class_scores(self.features(texts, neighbours))
+        elif self.form == "linear_stack":
+            scores = np.full((len(texts), len(self.classes_)), np.log(_EPS))
+            scores[:, self.linear_meta_.classes_] = self.linear_meta_.predict_log_proba(
+                self.features(texts, neighbours)
+            )
+        else:
+            scores = self.forest_.class_scores(self.features(texts, neighbours))
         return softmax(scores / self.temperature_, axis=1)
+
+    @property
+    def form(self) -> str:
+        """What classifies, one of `FORMS` (`form_`)."""
+        return self.__dict__.get("form_", "stack")  # models fitted before the choice existed are stacks
 
 
 def _fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:

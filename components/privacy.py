@@ -133,11 +133,29 @@ def _is_phone(candidate: str) -> bool:
     return True
 
 
+# A space before a letter: no e-mail address contains a space, and a phone number's groups continue only with a digit
+# after a separator, so masking the text up to such a space masks that part exactly as masking the whole text does.
+_SAFE_CUT = re.compile(r" (?=[^\W\d_])")
+
+
+def _masked_window(text: str, max_chars: int, mask: Callable[[str], str]) -> str:
+    """`mask(text)`, or a masked start of it long enough for a snippet of `max_chars` to read the same."""
+    cut = _SAFE_CUT.search(text, 2 * max_chars)
+    if cut is None:
+        return mask(text)
+    masked = mask(text[: cut.start()])
+    # Tokens may be shorter than what they replace: the window must still be longer than the snippet, so that the
+    # cut (and its ellipsis) happens as it would on the whole text.
+    return masked if len(masked) > max_chars else mask(text)
+
+
 def snippet(text: str, max_chars: int, mask: Callable[[str], str] | None = mask_personal_data) -> str:
     """A short, masked excerpt of a ticket's text: whitespace collapsed, masked, cut on a word boundary.
 
-    Masking runs on the whole text before the cut, so a value the cut would halve ("jo@exam…") is masked all the
-    same. A text longer than `max_chars` is cut at the last space that keeps it within `max_chars` including the
+    Masking runs before the cut, so a value the cut would halve ("jo@exam…") is masked all the same. It reads the
+    text only up to the first space before a letter past twice `max_chars` (`_masking_window`): an answer shows
+    five similar tickets, and masking each one's whole text on every request cost more than the snippet needs.
+    A text longer than `max_chars` is cut at the last space that keeps it within `max_chars` including the
     ellipsis; a first word longer than that is cut inside the word.
 
     Args:
@@ -155,7 +173,7 @@ def snippet(text: str, max_chars: int, mask: Callable[[str], str] | None = mask_
         raise ValueError(f"max_chars must be at least 2, got {max_chars}")
     text = " ".join((text or "").split())
     if mask is not None:
-        text = mask(text)
+        text = _masked_window(text, max_chars, mask)
     if len(text) <= max_chars:
         return text
     room = max_chars - len(ELLIPSIS)

@@ -54,9 +54,10 @@ def fit_ticket_model(
         ).fit(texts, train[target].to_numpy(), neighbours)
     info = {
         target: {
+            "form": c.form_,
             "alpha": c.alpha_,
             "temperature": c.temperature_,
-            "text_cv_macro_f1": c.text_cv_macro_f1_,
+            **{f"{form}_cv_macro_f1": score for form, score in c.form_cv_macro_f1_.items()},
             "cv_macro_f1": c.cv_macro_f1_,
             # KFP's metadata and MLflow's params take no None: class_weight=None reads "none".
             **{f"booster.{k}": "none" if v is None else v for k, v in c.booster_params_.items()},

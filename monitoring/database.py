@@ -111,6 +111,8 @@ feedback = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),  # first correction of this ticket and target
     sa.Column("updated_at", UTCDateTime(), nullable=False),  # latest correction
     sa.Column("source", sa.String(100), nullable=False),  # who corrected it
+    # False for a training ticket the label audit disputes: it corrects no answer, so live accuracy leaves it out.
+    sa.Column("served", sa.Boolean(), nullable=False, server_default=sa.true()),
     sa.Index("feedback_predicted_at", "predicted_at"),
 )
 

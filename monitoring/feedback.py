@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Model version stored with a correction of a ticket that was never served (a training ticket from the label audit).
-UNSERVED_VERSION_PREFIX = "label-audit:"
 MAX_LABEL_CHARS = 200  # longest accepted label, after stripping
 MAX_SOURCE_CHARS = 100  # longest accepted source name
 LOG_FLUSH_TIMEOUT_SECONDS = 5.0  # how long `record` waits for the log's buffered records before calling an id unknown
@@ -66,6 +64,7 @@ COLUMNS = (
     "created_at",
     "updated_at",
     "source",
+    "served",
 )
 _STORED = tuple(c for c in COLUMNS if c != "correct")
 _TIME_COLUMNS = ("predicted_at", "created_at", "updated_at")
@@ -91,7 +90,7 @@ class FeedbackRecord:
         text: The ticket's text as logged (masked when the server masks personal data).
         labels: Target -> the true label, for every target corrected so far.
         predicted: Target -> the label the model predicted, for the same targets.
-        model_version: The model version that answered.
+        model_version: The model version that answered (or, not served, whose label audit disputed the ticket).
         source: Who made the latest correction.
         created_at: When the ticket was first corrected (UTC).
         updated_at: When it was last corrected (UTC).
@@ -105,6 +104,7 @@ class FeedbackRecord:
     source: str
     created_at: datetime
     updated_at: datetime
+    served: bool = True
 
     @property
     def correct(self) -> dict[str, bool]:
@@ -123,6 +123,7 @@ class FeedbackRecord:
             "source": self.source,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "served": self.served,
         }
 
 
@@ -172,7 +173,7 @@ class FeedbackStore:
             known_tickets: Looked up with the ticket id when the log does not have it: the record to correct in the
                 log's shape (`text`, `labels` and `confidences` per target, `model_version`, `timestamp`), or None.
                 The caller fills it (the CLI: the champion's label issues), so this store needs no registry. Such a
-                correction is stored with model version `label-audit:<version>`: it corrects no served answer.
+                correction is stored with `served` false: it corrects no answer.
 
         Returns:
             Every correction now stored for the ticket.
@@ -191,11 +192,9 @@ class FeedbackStore:
         if logged is None:
             prediction_log.flush(timeout=LOG_FLUSH_TIMEOUT_SECONDS)  # returns at once unless this process writes
             logged = prediction_log.get(ticket_id)
+        served = logged is not None
         if logged is None and known_tickets is not None:
-            logged = known_tickets(ticket_id)
-            if logged is not None:
-                # Never served: marked so that live accuracy, which scores served answers, leaves it out.
-                logged = {**logged, "model_version": f"{UNSERVED_VERSION_PREFIX}{logged['model_version']}"}
+            logged = known_tickets(ticket_id)  # never served: live accuracy, which scores answers, leaves it out
         if logged is None:
             raise UnknownTicketError(
                 f"ticket {_shorten(ticket_id)} is not in the prediction log {prediction_log.name}: no ticket was "
@@ -223,6 +222,7 @@ class FeedbackStore:
                 "created_at": now,
                 "updated_at": now,
                 "source": source,
+                "served": served,
             }
             for target, label in cleaned.items()
         ]
@@ -269,6 +269,7 @@ class FeedbackStore:
             source=latest["source"],
             created_at=min(v["created_at"] for v in values),
             updated_at=latest["updated_at"],
+            served=bool(latest["served"]),
         )
 
     def read(self) -> pd.DataFrame:
@@ -277,7 +278,7 @@ class FeedbackStore:
         Returns:
             Columns `ticket_id`, `text`, `target`, `label` (the true one), `predicted_label`, `correct` (bool),
             `confidence` (of the prediction), `model_version`, `predicted_at`, `created_at`, `updated_at` (UTC
-            datetimes) and `source`.
+            datetimes), `source` and `served` (false for a training ticket the label audit disputed).
         """
         rows = self._rows(
             sa.select(*(feedback.c[name] for name in _STORED)).order_by(
@@ -289,6 +290,7 @@ class FeedbackStore:
             frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[ns, UTC]")
         frame["confidence"] = frame["confidence"].astype(float)
         frame["correct"] = (frame["label"] == frame["predicted_label"]).astype(bool)
+        frame["served"] = frame["served"].astype(bool)
         return frame[list(COLUMNS)]
 
     def labelled_ticket_ids(self) -> set[str]:
@@ -333,7 +335,7 @@ class FeedbackStore:
         """
         correct = sa.case((feedback.c.label == feedback.c.predicted_label, 1.0), else_=0.0)
         query = sa.select(feedback.c.target, sa.func.avg(correct), sa.func.count()).group_by(feedback.c.target)
-        query = query.where(sa.not_(feedback.c.model_version.startswith(UNSERVED_VERSION_PREFIX, autoescape=True)))
+        query = query.where(feedback.c.served == sa.true())
         if since is not None:
             if not isinstance(since, datetime) or since.utcoffset() is None:
                 raise ValueError(f"since must be a timezone-aware datetime, not {since!r}")

@@ -88,6 +88,7 @@ def run_training(args: argparse.Namespace) -> dict[str, object]:
         "registered_model_name": args.model_name,
         # Checked here (at least 1), so that a bad value is a usage error before the pipeline starts.
         "tuning_trials": TicketflowConfig.from_env(tuning_trials=args.tuning_trials).tuning_trials,
+        "mask_personal_data": cfg.mask_personal_data,  # TICKETFLOW_MASK_PERSONAL_DATA: the report quotes tickets
     }
     run = run_pipeline(
         training_pipeline, {k: v for k, v in params.items() if v is not None}, _runs_folder(cfg), args.verbose

@@ -63,6 +63,7 @@ def training_from_dataset(
     mlflow_tracking_uri: str = DEFAULTS.mlflow_tracking_uri,
     vector_store_uri: str = DEFAULTS.vector_store_uri,
     tuning_trials: int = DEFAULTS.tuning_trials,
+    mask_personal_data: bool = DEFAULTS.mask_personal_data,
 ) -> str:
     """Trains and registers the classifiers on a ticket export that is already an artifact (the pipeline's steps).
 
@@ -88,6 +89,7 @@ def training_from_dataset(
         tuning_trials: Configurations of the classifier's boosted meta-model tried per target by a seeded
             successive-halving search (the configured one included; 1 means no search). Each trial and its score
             go to the MLflow run.
+        mask_personal_data: Mask e-mail addresses and phone numbers in the test tickets the HTML report quotes.
 
     Returns:
         JSON summary of the run: rows read and rejected, metrics, MLflow run and version, gate decision.
@@ -135,6 +137,7 @@ def training_from_dataset(
         embeddings=embed.outputs["embeddings"],
         target_precision=target_precision,
         label_issues=train.outputs["label_issues"],
+        mask_personal_data=mask_personal_data,
     )
     register = register_classifier(
         model=train.outputs["model"],
@@ -182,6 +185,7 @@ def training_pipeline(
     mlflow_tracking_uri: str = DEFAULTS.mlflow_tracking_uri,
     vector_store_uri: str = DEFAULTS.vector_store_uri,
     tuning_trials: int = DEFAULTS.tuning_trials,
+    mask_personal_data: bool = DEFAULTS.mask_personal_data,
 ) -> str:
     """Trains ticket category and priority classifiers and registers them in MLflow behind a quality gate.
 
@@ -211,6 +215,7 @@ def training_pipeline(
         tuning_trials: Configurations of the classifier's boosted meta-model tried per target by a seeded
             successive-halving search (the configured one included; 1 means no search). Each trial and its score
             go to the MLflow run.
+        mask_personal_data: Mask e-mail addresses and phone numbers in the test tickets the HTML report quotes.
 
     Returns:
         JSON summary of the run: rows read and rejected, metrics, MLflow run and version, gate decision.
@@ -236,6 +241,7 @@ def training_pipeline(
         mlflow_tracking_uri=mlflow_tracking_uri,
         vector_store_uri=vector_store_uri,
         tuning_trials=tuning_trials,
+        mask_personal_data=mask_personal_data,
     )
     steps.set_caching_options(False)
     return steps.output

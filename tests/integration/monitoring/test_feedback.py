@@ -124,13 +124,16 @@ def test_a_ticket_the_log_never_saw_is_recorded_from_the_known_tickets_lookup(
         return audited.get(ticket_id)
 
     record = store.record("TCK-7", {"category": "Hardware"}, prediction_log=prediction_log, known_tickets=known)
-    assert record.labels == record.predicted == {"category": "Hardware"} and record.model_version == "label-audit:5"
+    assert record.labels == record.predicted == {"category": "Hardware"} and record.model_version == "5"
+    assert record.served is False and record.to_dict()["served"] is False
     assert record.text == "printer jammed on floor 3"
     row = store.read().iloc[0]
     assert row["confidence"] == pytest.approx(0.83) and row["predicted_at"] == pd.Timestamp(T0)
     # The log comes first: a logged ticket never reaches the lookup.
     store.record("req-1", {"category": "Network"}, prediction_log=prediction_log, known_tickets=known)
     assert asked == ["TCK-7"]
+    assert store.get("req-1").served is True
+    assert store.read().set_index("ticket_id")["served"].to_dict() == {"TCK-7": False, "req-1": True}
     with pytest.raises(InvalidFeedbackError, match="has no prediction for 'priority'; valid targets: category"):
         store.record("TCK-7", {"priority": "high"}, prediction_log=prediction_log, known_tickets=known)
     # Live accuracy scores served answers only: the audited training ticket is not one.
@@ -417,3 +420,52 @@ def test_cli_feedback_and_review_queue(tmp_path: Path, cli: Callable[..., subpro
     bad_limit = cli(home, "review-queue", "--limit", "0")
     assert bad_limit.returncode == 1 and "error: limit must be a positive integer" in bad_limit.stderr
     assert FeedbackStore(f"sqlite:///{home / 'predictions.db'}").labelled_ticket_ids() == {"req-2"}
+
+
+def test_schema_0002_turns_the_label_audits_version_prefix_into_the_served_column(database: str) -> None:
+    """Schema 0001 marked a correction of a training ticket by its version, `label-audit:<v>`; 0002 has a column."""
+    from alembic import command
+    from alembic.config import Config
+
+    from ticketflow.monitoring import database as db
+
+    engine = db.engine_for(database)
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS))
+    with db.write_transaction(engine) as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    legacy = sa.table("feedback", *(sa.column(c.name, c.type) for c in db.feedback.columns if c.name != "served"))
+    row = {
+        "target": "category",
+        "label": "Hardware",
+        "text": "printer jammed",
+        "predicted_label": "Network",
+        "confidence": 0.5,
+        "predicted_at": T0,
+        "created_at": T0,
+        "updated_at": T0,
+        "source": "agent",
+    }
+    with engine.begin() as connection:
+        connection.execute(
+            legacy.insert(),
+            [
+                {**row, "ticket_id": "req-1", "model_version": "3"},
+                {**row, "ticket_id": "TCK-7", "model_version": "label-audit:5"},
+            ],
+        )
+    db.forget_schema(database)
+    store = FeedbackStore(database)
+    stored = store.read().set_index("ticket_id")
+    assert db.schema_version(database) == "0002"
+    assert stored["model_version"].to_dict() == {"req-1": "3", "TCK-7": "5"}
+    assert stored["served"].to_dict() == {"req-1": True, "TCK-7": False}
+    assert store.live_accuracy() == {"category": {"accuracy": 0.0, "n": 1}}  # the served answer only
+    with db.write_transaction(engine) as connection:  # and back: the prefix returns, the column goes
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0001")
+    with engine.connect() as connection:
+        versions = dict(connection.execute(sa.select(legacy.c.ticket_id, legacy.c.model_version)).all())
+    assert versions == {"req-1": "3", "TCK-7": "label-audit:5"}
+    db.forget_schema(database)

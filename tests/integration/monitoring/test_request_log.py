@@ -387,7 +387,7 @@ def test_check_creates_the_versioned_schema_once(uri):
     plog = PredictionLog(uri)
     plog.check()
     plog.check()  # idempotent
-    assert database.schema_version(uri) == "0001"
+    assert database.schema_version(uri) == "0002"
     tables = set(sa.inspect(sa.create_engine(plog.url)).get_table_names())
     assert {"predictions", "feedback", database.VERSION_TABLE} <= tables
     assert "alembic_version" not in tables  # MLflow's own version table may share the database
@@ -505,4 +505,4 @@ def test_two_processes_creating_and_writing_at_once_lose_nothing(kind, tmp_path,
     frame = PredictionLog(uri).read()
     assert len(frame) == 4_000
     assert set(frame["request_id"]) == {"a", "b"}
-    assert database.schema_version(uri) == "0001"
+    assert database.schema_version(uri) == "0002"

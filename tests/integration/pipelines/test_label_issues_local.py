@@ -128,7 +128,7 @@ def test_a_correction_of_a_listed_training_ticket_reaches_the_next_trainings_dat
     record = json.loads(done.stdout)
     assert record["labels"] == {"category": corrected}
     assert record["predicted"] == {"category": corrected}  # the audit's suggestion stands for the prediction
-    assert record["model_version"] == "label-audit:1" and record["text"] == issue["text"]
+    assert record["model_version"] == "1" and record["served"] is False and record["text"] == issue["text"]
     stored = FeedbackStore(f"sqlite:///{home / 'predictions.db'}").read()
     assert stored.loc[stored["ticket_id"] == ticket_id, "confidence"].tolist() == [pytest.approx(issue["confidence"])]
     # A target the audit did not flag for this ticket is not a prediction it can correct.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from ticketflow.components import privacy
@@ -46,3 +48,15 @@ def test_snippet_needs_room_for_a_character_and_the_ellipsis():
     assert snippet("printer", 2) == "p" + ELLIPSIS
     with pytest.raises(ValueError, match="at least 2"):
         snippet("printer", 1)
+
+
+@pytest.mark.parametrize("max_chars", [20, 40, 160])
+def test_snippet_masks_a_window_exactly_as_the_whole_text(max_chars: int):
+    # The snippet masks only a window of a long text; whatever sits across the window's end, the snippet must be
+    # the one that masking the whole text and then cutting gives.
+    rng = random.Random(max_chars)
+    pieces = ["word", "Ticket", "priya.s@example.com", "+1 555 0188", "030 1234567", "2024-05-01", "555-0192 2", "x"]
+    for _ in range(300):
+        text = " ".join(rng.choice(pieces) for _ in range(rng.randint(1, 80)))
+        expected = snippet(mask_personal_data(text), max_chars, mask=None)  # the whole text masked, then cut
+        assert snippet(text, max_chars) == expected, text

@@ -140,6 +140,24 @@ def test_stack_uses_the_neighbours_when_only_the_embeddings_carry_signal():
     test_texts, test_vectors, test_labels = synthetic(20, seed=1, text_signal=False)
     accuracy = (model.classes_[probabilities(model, index, test_texts, test_vectors).argmax(1)] == test_labels).mean()
     assert accuracy > 0.8
+    assert model.form_ == "stack" and model.form_cv_macro_f1_["stack"] > model.text_cv_macro_f1_ + 0.3
+
+
+def test_the_text_model_classifies_alone_when_it_scores_higher_out_of_fold():
+    # Embeddings of pure noise: the neighbours' votes are noise, and with them the stack scores lower out of fold.
+    texts, vectors, labels = synthetic(40, seed=3, embedding_signal=False)
+    model, index = fit_stack(texts, vectors, labels)
+    scores = model.form_cv_macro_f1_
+    assert model.form_ == "text" and scores["text"] > max(scores["stack"], scores["linear_stack"])
+    assert model.forest_ is None and model.linear_meta_ is None
+    assert model.cv_macro_f1_ == pytest.approx(model.text_cv_macro_f1_) == pytest.approx(scores["text"])
+    query = np.array(synthetic(10, seed=4, embedding_signal=False)[0], dtype=object)
+    proba = model.class_probabilities(query, vectors[:10], None)  # no neighbours needed
+    expected = softmax(np.log(model.text_model_.predict_proba(query)) / model.temperature_, axis=1)
+    np.testing.assert_allclose(proba, expected, atol=1e-9)
+    np.testing.assert_allclose(proba, probabilities(model, index, query, vectors[:10]))  # neighbours change nothing
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(model)).class_probabilities(query, None, None), proba)
+    assert set(model.review_thresholds_) == set(CLASSES)
 
 
 def test_stack_text_probabilities_equal_the_text_pipelines(stacked):
@@ -208,3 +226,19 @@ def test_a_legacy_single_threshold_applies_to_every_class():
     model = ticket_model({"category": 0.6})
     predictions = {"category": prediction(["Access", "Billing", "Billing"], [0.59, 0.6, 0.95])}
     assert model.needs_review(predictions).tolist() == [True, False, False]
+
+
+def test_a_logistic_meta_model_classifies_when_it_scores_highest_out_of_fold():
+    texts, vectors, labels = synthetic(40, seed=2)
+    model, index = fit_stack(texts, vectors, labels)
+    scores = model.form_cv_macro_f1_
+    assert model.form_ == "linear_stack" and scores["linear_stack"] > max(scores["stack"], scores["text"])
+    assert model.forest_ is None and model.cv_macro_f1_ == pytest.approx(scores["linear_stack"])
+    query_texts, query_vectors, _ = synthetic(10, seed=4)
+    query = np.array(query_texts, dtype=object)
+    neighbours = index.search(query_vectors, 10)
+    log_proba = model.linear_meta_.predict_log_proba(model.features(query, neighbours))
+    expected = softmax(log_proba / model.temperature_, axis=1)
+    np.testing.assert_allclose(model.class_probabilities(query, query_vectors, neighbours), expected, atol=1e-9)
+    with pytest.raises(ValueError, match="neighbours"):
+        model.class_probabilities(query, query_vectors, None)
