@@ -221,8 +221,9 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     by seeded successive halving (`tuning.tune_booster`, the configured ones always a candidate). On a few thousand
     noisy tickets boosted trees learn noise: a linear meta-model over the same features, or the text model alone,
     then scores higher. Whichever of the three (`FORMS`) scores the highest macro-F1 out of fold classifies
-    (`form_`); its out-of-fold scores then fit a softmax temperature (calibrated confidences) and each class's
-    review threshold.
+    (`form_`), the boosted one with its configured parameters (tuned on the same folds, its score would be biased
+    upwards); only when it wins is it tuned. The chosen form's out-of-fold scores then fit a softmax temperature
+    (calibrated confidences) and each class's review threshold.
 
     Args:
         sgd_alphas: Regularisation strengths tried for the TF-IDF model (the best out-of-fold macro-F1 wins).
@@ -234,7 +235,8 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         review_precision: Precision, 0–1, each class's tickets above its review threshold reach out of fold.
         cv: Stratified folds of the out-of-fold predictions.
         random_state: Seed of the folds, the tuner and the models.
-        tuning_trials: Meta-model configurations the tuner tries, the configured one included; 1 means none.
+        tuning_trials: Meta-model configurations the tuner tries when the boosted stack is the form, the configured
+            one included; 1 means none.
         tuning_max_seconds: Safety cap on the tuner's wall time: past it the best configuration so far wins.
 
     Attributes:
@@ -294,6 +296,17 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     def _linear_meta() -> LogisticRegression:
         return LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
 
+    def _boosted_oof_scores(
+        self, features: np.ndarray, y_index: np.ndarray, folds: list, params: dict[str, object]
+    ) -> np.ndarray:
+        """Out-of-fold class scores of the boosted meta-model with `params` (a class a fold lacks scores log ε)."""
+        scores = np.full((len(y_index), len(self.classes_)), np.log(_EPS))
+        for train_idx, valid_idx in folds:
+            booster = HistGradientBoostingClassifier(**params, early_stopping=False, random_state=self.random_state)
+            booster.fit(features[train_idx], y_index[train_idx])
+            scores[np.ix_(valid_idx, booster.classes_)] = FlatForest(booster).class_scores(features[valid_idx])
+        return scores
+
     def _votes(self, neighbours: Neighbours) -> np.ndarray:
         return neighbour_votes(neighbours, self.neighbour_labels_, len(self.classes_), self.neighbour_ks)
 
@@ -329,23 +342,8 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             self.alpha_ = max(text_scores, key=lambda a: text_scores[a])
             self.text_cv_macro_f1_ = float(text_scores[self.alpha_])
             features = np.hstack([oof_text[self.alpha_], self._votes(neighbours)])
-            tuning = tune_booster(
-                features,
-                y_index,
-                folds,
-                self._configured_booster_params(),
-                self.tuning_trials,
-                self.random_state,
-                self.tuning_max_seconds,
-            )
-            self.booster_params_ = tuning.best_params
-            self.tuning_ = tuning.as_dict()
-            stacked_scores = np.zeros((len(y), len(self.classes_)))
-            for train_idx, valid_idx in folds:
-                booster = self._booster().fit(features[train_idx], y_index[train_idx])
-                scores = np.full((len(valid_idx), len(self.classes_)), np.log(_EPS))
-                scores[:, booster.classes_] = FlatForest(booster).class_scores(features[valid_idx])
-                stacked_scores[valid_idx] = scores
+            configured = self._configured_booster_params()
+            stacked_scores = self._boosted_oof_scores(features, y_index, folds, configured)
             # The same features under a class-balanced multinomial logistic regression: on a few thousand noisy
             # tickets the boosted trees learn noise where a linear model does not. And the text model alone.
             linear_scores = np.zeros_like(stacked_scores)
@@ -362,8 +360,22 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
                 form: float(f1_score(y, self.classes_[scores.argmax(1)], average="macro"))
                 for form, scores in candidates.items()
             }
-            # Highest out-of-fold macro-F1; among ties the first of `FORMS`.
+            # Highest out-of-fold macro-F1; among ties the first of `FORMS`. The boosted stack competes with its
+            # configured settings: tuned on these same folds, its score would be the best of several draws.
             self.form_ = max(FORMS, key=lambda form: self.form_cv_macro_f1_[form])
+            tuning = tune_booster(
+                features,
+                y_index,
+                folds,
+                configured,
+                self.tuning_trials if self.form_ == "stack" else 1,  # no meta-model to tune otherwise
+                self.random_state,
+                self.tuning_max_seconds,
+            )
+            self.booster_params_ = tuning.best_params
+            self.tuning_ = tuning.as_dict()
+            if self.form_ == "stack" and tuning.best_trial != 0:
+                candidates["stack"] = self._boosted_oof_scores(features, y_index, folds, self.booster_params_)
             oof_scores = candidates[self.form_]
             self.temperature_ = _fit_temperature(oof_scores, y_index)
             oof_proba = softmax(oof_scores / self.temperature_, axis=1)

@@ -10,6 +10,7 @@ from benchmarks.bench_quality import (
     aggregate,
     cluster_counts,
     cs_table,
+    form_note,
     knn_prediction,
     limited,
     mean_std,
@@ -144,3 +145,16 @@ def test_limited_stratifies_and_drops_classes_left_too_small() -> None:
     assert set(kept["queue"]) == {"a", "b"}  # c: 12 × 100/412 ≈ 3 rows, under the 10 a class needs
     assert kept.index.is_monotonic_increasing
     assert limited(tickets, ("queue",), 0, seed=0) is tickets
+
+
+def test_the_form_note_counts_each_targets_form_over_the_customer_support_fits() -> None:
+    it = {"name": "it_service", "target": "Topic_group", "candidates": {"stack": {"info": {"form": "stack"}}}}
+    done = {
+        "cs 5-fold CV fold 1 (tags)": {"form": {"queue": "text", "priority": "linear_stack"}},
+        "cs 5-fold CV fold 2 (tags)": {"form": {"queue": "text", "priority": "stack"}},
+        "cs 5-fold CV fold 3 (tags)": {"form": {"queue": "stack", "priority": "linear_stack"}},
+        "it_service stack": {"stack": {}},  # another dataset's job: not counted
+    }
+    note = form_note(it, "cs", done)
+    assert "it_service Topic_group: stack;" in note
+    assert "over its 3 fits: queue text ×2, stack ×1; priority linear_stack ×2, stack ×1." in note
