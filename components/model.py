@@ -286,11 +286,9 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             "max_depth": self.booster_max_depth,
         }
 
-    def _booster(self) -> HistGradientBoostingClassifier:
-        """The meta-model with the tuner's parameters (`booster_params_`)."""
-        return HistGradientBoostingClassifier(
-            **self.booster_params_, early_stopping=False, random_state=self.random_state
-        )
+    def _booster(self, params: dict[str, object]) -> HistGradientBoostingClassifier:
+        """The boosted meta-model with `params` (the configured ones, or the tuner's `booster_params_`)."""
+        return HistGradientBoostingClassifier(**params, early_stopping=False, random_state=self.random_state)
 
     @staticmethod
     def _linear_meta() -> LogisticRegression:
@@ -302,8 +300,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         """Out-of-fold class scores of the boosted meta-model with `params` (a class a fold lacks scores log ε)."""
         scores = np.full((len(y_index), len(self.classes_)), np.log(_EPS))
         for train_idx, valid_idx in folds:
-            booster = HistGradientBoostingClassifier(**params, early_stopping=False, random_state=self.random_state)
-            booster.fit(features[train_idx], y_index[train_idx])
+            booster = self._booster(params).fit(features[train_idx], y_index[train_idx])
             scores[np.ix_(valid_idx, booster.classes_)] = FlatForest(booster).class_scores(features[valid_idx])
         return scores
 
@@ -388,7 +385,11 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
                 oof_proba.max(1), predicted, predicted == y, self.classes_, self.review_precision
             )
             self.text_model_ = self._text_model(self.alpha_).fit(texts, y)
-            self.forest_ = FlatForest(self._booster().fit(features, y_index)) if self.form_ == "stack" else None
+            self.forest_ = (
+                FlatForest(self._booster(self.booster_params_).fit(features, y_index))
+                if self.form_ == "stack"
+                else None
+            )
             self.linear_meta_ = self._linear_meta().fit(features, y_index) if self.form_ == "linear_stack" else None
         log.info(
             "train: alpha=%g, cv macro-F1 %s: %s, temperature=%.3f",

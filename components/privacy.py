@@ -153,7 +153,7 @@ def snippet(text: str, max_chars: int, mask: Callable[[str], str] | None = mask_
     """A short, masked excerpt of a ticket's text: whitespace collapsed, masked, cut on a word boundary.
 
     Masking runs before the cut, so a value the cut would halve ("jo@exam…") is masked all the same. It reads the
-    text only up to the first space before a letter past twice `max_chars` (`_masking_window`): an answer shows
+    text only up to the first space before a letter past twice `max_chars` (`_masked_window`): an answer shows
     five similar tickets, and masking each one's whole text on every request cost more than the snippet needs.
     A text longer than `max_chars` is cut at the last space that keeps it within `max_chars` including the
     ellipsis; a first word longer than that is cut inside the word.
