@@ -8,12 +8,12 @@ review thresholds) is made on out-of-fold predictions of the training rows: held
 baseline is bench_training's: TF-IDF word 1–2 grams + balanced LogisticRegression, C from {1, 4, 16} by 3-fold
 grid search on macro-F1.
 
-1. it_service (the pipeline's stratified 80/20 split, seed 42): the baseline, TF-IDF + SGD alone (the stack's text
-   model), kNN votes alone (argmax of the k=20 similarity-weighted label shares), the previous `FusionClassifier`
-   and the default `NeighbourStackClassifier`: macro-F1, accuracy, ECE (15 bins), train time and the median time
-   to classify one ticket given its vector (all candidates interleaved round by round). Stretch goal: macro-F1
-   and accuracy ≥ 0.90. The default's routing under its own review thresholds: precision ≥ 0.90 overall and
-   ≥ 0.88 for every class, coverage ≥ 0.80. ECE ≤ 0.02.
+1. it_service (the pipeline's stratified 80/20 split, seed 42): the baseline, the stack's text model alone (the
+   TF-IDF candidate it chose out of fold), kNN votes alone (argmax of the k=20 similarity-weighted label shares), the
+   previous `FusionClassifier` and the default `NeighbourStackClassifier`: macro-F1, accuracy, ECE (15 bins), train
+   time and the median time to classify one ticket given its vector (all candidates interleaved round by round).
+   Stretch goal: macro-F1 and accuracy ≥ 0.90. The default's routing under its own review thresholds: precision ≥
+   0.90 overall and ≥ 0.88 for every class, coverage ≥ 0.80. ECE ≤ 0.02.
 2. customer_support (queue and priority): the default model against the baseline on the pipeline's split, as the
    mean ± std of a 5-fold stratified CV, and as a 5-fold CV grouped by near-duplicate clusters (connected pairs of
    cosine ≥ 0.9 between subject + body embeddings, never split across folds); each with and without the tags
@@ -73,9 +73,10 @@ KNN_K = 20
 BINS = 15
 MIN_CLASS_ROWS = 10  # --limit keeps the classes with at least this many rows (ingest's own minimum)
 LATENCY_ROUNDS = (300, 5)  # full, quick
+BOOTSTRAP_ROUNDS = 1000  # resamples of a single test split (paired: both models on each)
 CANDIDATES = {  # key → the table's name, in the table's order
     "baseline": "baseline: TF-IDF + LogisticRegression (C by 3-fold CV)",
-    "sgd": "TF-IDF + SGD alone (the stack's text model)",
+    "text": "the stack's text model alone (TF-IDF + its chosen linear model)",
     "knn": f"kNN votes alone (k={KNN_K}, similarity-weighted)",
     "fusion": "previous: FusionClassifier (TF-IDF + SGD fused with an embedding MLP)",
     "stack": "**default: NeighbourStackClassifier**",
@@ -219,10 +220,33 @@ def pair_cell(default: Mapping, baseline: Mapping) -> str:
     return f"{_value(default, digits)} / {_value(baseline, digits)}"
 
 
-def met_cell(default: Mapping, baseline: Mapping) -> str:
-    """Whether the default's (mean) score reaches the baseline's, with the margin."""
+def met_cell(default: Mapping, baseline: Mapping, interval: Sequence[float] | None = None) -> str:
+    """Whether the default's (mean) score reaches the baseline's, with the margin (and its 95 % interval)."""
     margin = default["mean"] - baseline["mean"]
-    return f"{'yes' if margin >= 0 else '**no**'} ({margin:+.3f})".replace("-", "−")
+    spread = "" if interval is None else f"; 95 % CI {interval[0]:+.3f} to {interval[1]:+.3f}"
+    return f"{'yes' if margin >= 0 else '**no**'} ({margin:+.3f}{spread})".replace("-", "−")
+
+
+def paired_bootstrap(
+    y_true: np.ndarray, first: np.ndarray, second: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0
+) -> tuple[float, float]:
+    """95 % percentile interval of macro-F1(first) − macro-F1(second) over resamples of the same rows.
+
+    Both models are scored on each resample (paired), so the interval shows how far a single test split's margin
+    could move on another draw of tickets like these: the noise a one-split comparison carries.
+    """
+    from sklearn.metrics import f1_score
+
+    y_true, first, second = (np.asarray(a).astype(str) for a in (y_true, first, second))
+    rng = np.random.default_rng(seed)
+    margins = []
+    for _ in range(rounds):
+        rows = rng.integers(0, len(y_true), len(y_true))
+        truth, present = y_true[rows], sorted(set(y_true[rows]))
+        scores = [f1_score(truth, p[rows], labels=present, average="macro", zero_division=0) for p in (first, second)]
+        margins.append(scores[0] - scores[1])
+    low, high = np.percentile(margins, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def limited(tickets: pd.DataFrame, label_columns: Sequence[str], limit: int, seed: int) -> pd.DataFrame:
@@ -284,7 +308,7 @@ def candidate_job(
     """Fits it_service candidates of one kind and predicts the test split: `{candidate: result}`.
 
     Args:
-        kind: "baseline", "stack" (also gives "sgd": its text model refitted alone), "fusion" or "knn".
+        kind: "baseline", "stack" (also gives "text": its text model refitted alone), "fusion" or "knn".
         train: Training split (`text` and the label columns).
         train_vectors: Its embeddings.
         test_texts: Test split texts.
@@ -293,7 +317,7 @@ def candidate_job(
         cfg: Configuration of the default model.
     """
     from benchmarks.bench_training import fit_baseline
-    from ticketflow.components.model import FusionClassifier, feature_frame, text_pipeline
+    from ticketflow.components.model import FusionClassifier, feature_frame
     from ticketflow.components.neighbours import NeighbourIndex
     from ticketflow.components.prepare import TEXT
     from ticketflow.components.train import fit_ticket_model
@@ -317,9 +341,12 @@ def candidate_job(
             "info": info,
         }
         started = time.perf_counter()
-        sgd = text_pipeline(info["alpha"], cfg.seed).fit(texts, y)
+        spec = model.classifiers[target].text_spec_
+        text_model = spec.pipeline(cfg.seed).fit(texts, y)
         seconds = time.perf_counter() - started
-        return {"stack": stack, "sgd": _proba_result(sgd.classes_, sgd.predict_proba(test_texts), seconds, sgd, {})}
+        proba = text_model.predict_proba(test_texts)
+        text = _proba_result(text_model.classes_, proba, seconds, text_model, {"text_model": str(spec)})
+        return {"stack": stack, "text": text}
     if kind == "fusion":
         model = FusionClassifier(random_state=cfg.seed).fit(feature_frame(texts, train_vectors), y)
         seconds = time.perf_counter() - started
@@ -354,6 +381,7 @@ def fold_job(
     model = fit_ticket_model(train, train_vectors, mapping, cfg)
     out = {"seconds": {"default": time.perf_counter() - started, "baseline": 0.0}, "targets": {}, "C": {}}
     out["form"] = {target: hp["form"] for target, hp in model.info["hyperparameters"].items()}
+    out["text_model"] = {target: hp["text_model"] for target, hp in model.info["hyperparameters"].items()}
     predictions = model.predict(texts, test_vectors)
     for target in mapping.label_columns:
         baseline, info = fit_baseline(train[TEXT].tolist(), train[target])
@@ -490,11 +518,11 @@ def latency(candidates: Mapping[str, Mapping], encoder, texts: list[str], vector
 
     texts = [texts[i % len(texts)] for i in range(rounds)]
     vectors = np.asarray([vectors[i % len(vectors)] for i in range(rounds)], dtype=np.float32)
-    baseline, sgd = candidates["baseline"]["model"], candidates["sgd"]["model"]
+    baseline, text_model = candidates["baseline"]["model"], candidates["text"]["model"]
     fusion, stack, knn = candidates["fusion"]["model"], candidates["stack"]["model"], candidates["knn"]["model"]
     arms = {
         "baseline": lambda i: baseline.predict_proba(texts[i : i + 1]),
-        "sgd": lambda i: sgd.predict_proba(texts[i : i + 1]),
+        "text": lambda i: text_model.predict_proba(texts[i : i + 1]),
         "knn": lambda i: knn_prediction(
             knn["index"].search(vectors[i : i + 1], KNN_K), knn["labels"], knn["classes"], KNN_K
         ),
@@ -562,10 +590,14 @@ def cs_results(data: Dataset, folds: Mapping, fitted: Mapping[str, Mapping], var
                         {m: slice_scores(y[target][held_out], *models[m], slices) for m in MODELS}
                     )
             for target, scores in per_target.items():
-                out.setdefault(variant, {}).setdefault(scheme, {})[target] = {
-                    "folds": scores,
-                    "summary": aggregate(scores),
-                }
+                summary = aggregate(scores)
+                if len(splits) == 1:  # one split: how far its margin could move on another draw of tickets
+                    held_out = splits[0][1]
+                    models = fitted[fold_key(data.name, variant, scheme, 0)]["targets"][target]
+                    summary["margin_ci"] = {
+                        "macro_f1": paired_bootstrap(y[target][held_out], models["default"][0], models["baseline"][0])
+                    }
+                out.setdefault(variant, {}).setdefault(scheme, {})[target] = {"folds": scores, "summary": summary}
     return out
 
 
@@ -576,21 +608,30 @@ def fold_key(dataset: str, variant: str, scheme: str, number: int) -> str:
 # --------------------------------------------------------------------------------------------- the report
 
 
-def form_note(it: Mapping, cs_name: str, done: Mapping[str, object]) -> str:
-    """Which form of the default classified each target (`model.FORMS`), chosen out of fold in every fit."""
+def _choice_counts(cs_name: str, done: Mapping[str, object], field: str, kind=lambda choice: choice) -> str:
+    """How often each target's `field` took each value (by `kind`) over the customer_support fits."""
     counts: dict[str, Counter] = {}
     for key, result in done.items():
-        if key.startswith(f"{cs_name} ") and isinstance(result, Mapping) and "form" in result:
-            for target, form in result["form"].items():
-                counts.setdefault(target, Counter())[form] += 1
-    it_form = it["candidates"]["stack"]["info"].get("form", "stack")
-    cs_forms = "; ".join(
-        f"{target} " + ", ".join(f"{form} ×{n}" for form, n in forms.most_common()) for target, forms in counts.items()
+        if key.startswith(f"{cs_name} ") and isinstance(result, Mapping) and field in result:
+            for target, choice in result[field].items():
+                counts.setdefault(target, Counter())[kind(choice)] += 1
+    return "; ".join(
+        f"{target} " + ", ".join(f"{choice} ×{n}" for choice, n in choices.most_common())
+        for target, choices in counts.items()
     )
+
+
+def form_note(it: Mapping, cs_name: str, done: Mapping[str, object]) -> str:
+    """Which form (`model.FORMS`) and which kind of text model the default chose out of fold, per target and fit."""
+    info = it["candidates"]["stack"]["info"]
+    fits = sum(1 for key, result in done.items() if key.startswith(f"{cs_name} ") and "form" in result)
+    cs_forms = _choice_counts(cs_name, done, "form")
+    cs_text = _choice_counts(cs_name, done, "text_model", kind=lambda name: name.split()[0])
     return (
         f"- The default's form per target, chosen by out-of-fold macro-F1 in each fit (boosted `stack`, logistic "
-        f"`linear_stack`, or the `text` model alone): {it['name']} {it['target']}: {it_form}; {cs_name}, over its "
-        f"{sum(sum(c.values()) for c in counts.values()) // max(len(counts), 1)} fits: {cs_forms}."
+        f"`linear_stack`, or the `text` model alone): {it['name']} {it['target']}: {info.get('form', 'stack')}; "
+        f"{cs_name}, over its {fits} fits: {cs_forms}. Its text model (TF-IDF + `sgd` or `logistic`, likewise "
+        f"chosen): {it['name']}: {info.get('text_model', 'sgd')}; {cs_name}: {cs_text}."
     )
 
 
@@ -620,7 +661,8 @@ def cs_table(name: str, cs: Mapping, languages: Sequence[str]) -> dict:
                 s = result["summary"]
                 d, b = s["default"]["all"], s["baseline"]["all"]
                 row = [f"{name} {target}", scheme + ("" if variant == "tags" else ", no tags")]
-                row += [pair_cell(d["macro_f1"], b["macro_f1"]), met_cell(d["macro_f1"], b["macro_f1"])]
+                interval = s.get("margin_ci", {}).get("macro_f1")
+                row += [pair_cell(d["macro_f1"], b["macro_f1"]), met_cell(d["macro_f1"], b["macro_f1"], interval)]
                 row += [pair_cell(d["accuracy"], b["accuracy"]), met_cell(d["accuracy"], b["accuracy"])]
                 for lang in languages:
                     dl, bl = s["default"].get(lang), s["baseline"].get(lang)
@@ -706,7 +748,8 @@ def report(it: Mapping, seconds: Mapping[str, list[float]], cs_name: str, cs: Ma
         f"(cosine ≥ {DUPLICATE_COSINE} between subject + body embeddings, connected pairs) never straddle folds: "
         f"{clusters['clusters']} clusters hold {clusters['rows']} of {facts['cs_rows']:,} rows (largest "
         f"{clusters['largest']}). *No tags*: subject + body only, for both models. ≥ baseline compares the means; "
-        "the parenthesis gives the margin.",
+        "the parenthesis gives the margin and, for the single test split, its 95 % interval over "
+        f"{BOOTSTRAP_ROUNDS} paired bootstrap resamples of the test rows (the noise of one split).",
         "",
         *candidates_table(it, seconds),
     ]
@@ -824,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "baseline_C": {k: v["C"] for k, v in done.items() if "C" in v},
             "default_form": {k: v["form"] for k, v in done.items() if "form" in v},
+            "default_text_model": {k: v["text_model"] for k, v in done.items() if "text_model" in v},
         },
         "encode_seconds": {d.name + " " + v: s for d in (it, cs) for v, s in d.encode_seconds.items()},
     }

@@ -109,8 +109,13 @@ class TicketflowConfig(BaseSettings):
         embedding_max_tokens: Tokens of a ticket the encoder reads (the rest is cut); 0 means the model's own
             limit. Recorded in the model like the precision.
         cv_folds: Folds of the out-of-fold predictions the classifier is stacked, calibrated and thresholded on.
-        sgd_alphas: Regularisation strengths tried for the TF-IDF classifier.
+        sgd_alphas: Regularisation strengths (alpha) tried for an SGD text model on TF-IDF.
+        logistic_cs: Inverse regularisation strengths (C) tried for a logistic-regression text model on the same
+            TF-IDF; `[]` tries none. The candidate of either kind with the highest out-of-fold macro-F1 classifies.
         neighbour_ks: Neighbourhood sizes whose label votes the classifier reads, e.g. 5,20,50.
+        classifier_forms: The classifier's forms that compete per target, by out-of-fold macro-F1: `stack` (boosted
+            meta-model over the text model's probabilities and the neighbour votes), `linear_stack` (a logistic one)
+            and `text` (the text model alone); e.g. `stack` alone always takes (and tunes) the boosted stack.
         booster_iterations: Boosting iterations of the classifier's meta-model.
         booster_learning_rate: Learning rate of the meta-model.
         tuning_trials: Meta-model configurations the seeded tuner tries per target (successive halving on the
@@ -186,7 +191,11 @@ class TicketflowConfig(BaseSettings):
     embedding_max_tokens: int = Field(128, ge=0)
     cv_folds: int = Field(5, ge=2)
     sgd_alphas: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = Field((1e-5, 3e-5), min_length=1)
+    logistic_cs: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = (1.0, 4.0, 16.0)
     neighbour_ks: Annotated[tuple[Annotated[int, Field(ge=1)], ...], NoDecode] = Field((5, 20, 50), min_length=1)
+    classifier_forms: Annotated[tuple[Literal["stack", "linear_stack", "text"], ...], NoDecode] = Field(
+        ("stack", "linear_stack", "text"), min_length=1
+    )
     booster_iterations: int = Field(100, ge=1)
     booster_learning_rate: float = Field(0.1, gt=0)
     tuning_trials: int = Field(4, ge=1)
@@ -213,7 +222,7 @@ class TicketflowConfig(BaseSettings):
     port: str = "8080"
     model_dir: str = ""
 
-    @field_validator("text_columns", "sgd_alphas", "neighbour_ks", mode="before")
+    @field_validator("text_columns", "sgd_alphas", "logistic_cs", "neighbour_ks", "classifier_forms", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         # From the environment: `a,b` or a JSON array; from code: any sequence (a list becomes a tuple).

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -71,24 +72,50 @@ def _aligned_log_proba(estimator, X, classes: np.ndarray) -> np.ndarray:
     return out
 
 
+def tfidf_words() -> TfidfVectorizer:
+    """TF-IDF of word 1–2 grams (sublinear tf) seen in at least two tickets: every text model's features."""
+    return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, dtype=np.float32)
+
+
 def text_pipeline(alpha: float, random_state: int) -> Pipeline:
     """TF-IDF word 1–2 grams (sublinear tf) and a class-balanced linear model with log-loss (probabilities)."""
-    return Pipeline(
-        [
-            ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, dtype=np.float32)),
-            (
-                "clf",
-                SGDClassifier(
-                    loss="log_loss",
-                    alpha=alpha,
-                    class_weight="balanced",
-                    max_iter=100,
-                    tol=1e-4,
-                    random_state=random_state,
-                ),
-            ),
-        ]
-    )
+    return TextModelSpec("sgd", alpha).pipeline(random_state)
+
+
+@dataclass(frozen=True)
+class TextModelSpec:
+    """One candidate text model: `tfidf_words` and a class-balanced linear classifier with log-loss.
+
+    Attributes:
+        kind: "sgd" (`SGDClassifier`: one-vs-rest, a few passes, seconds on 30k tickets) or "logistic"
+            (multinomial `LogisticRegression` solved by Newton-CG: exact, a few seconds on 30k tickets; on a few
+            thousand noisy tickets it can score higher than SGD's approximate optimum).
+        strength: SGD's `alpha` (higher: stronger regularisation) or the logistic regression's `C` (higher: weaker).
+    """
+
+    kind: Literal["sgd", "logistic"]
+    strength: float
+
+    def __str__(self) -> str:
+        return f"sgd alpha={self.strength:g}" if self.kind == "sgd" else f"logistic C={self.strength:g}"
+
+    def classifier(self, random_state: int) -> SGDClassifier | LogisticRegression:
+        """The unfitted classifier (on TF-IDF rows)."""
+        if self.kind == "sgd":
+            return SGDClassifier(
+                loss="log_loss",
+                alpha=self.strength,
+                class_weight="balanced",
+                max_iter=100,
+                tol=1e-4,
+                random_state=random_state,
+            )
+        # Newton-CG needs ~10 iterations where lbfgs needs ~100 on these problems: 5-10x faster, same optimum.
+        return LogisticRegression(C=self.strength, class_weight="balanced", solver="newton-cg", max_iter=1000)
+
+    def pipeline(self, random_state: int) -> Pipeline:
+        """TF-IDF and the classifier, unfitted."""
+        return Pipeline([("tfidf", tfidf_words()), ("clf", self.classifier(random_state))])
 
 
 class FusionClassifier(ClassifierMixin, BaseEstimator):
@@ -226,13 +253,17 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     (calibrated confidences) and each class's review threshold.
 
     Args:
-        sgd_alphas: Regularisation strengths tried for the TF-IDF model (the best out-of-fold macro-F1 wins).
+        sgd_alphas: Regularisation strengths tried for an SGD text model (`TextModelSpec`).
+        logistic_cs: Inverse regularisation strengths tried for a logistic-regression text model; empty tries none.
+            Of every SGD and logistic candidate the highest out-of-fold macro-F1 wins (ties: SGD, then the order
+            given).
         neighbour_ks: Neighbourhood sizes whose votes are features, e.g. (5, 20, 50).
         booster_iterations: Boosting iterations of the meta-model (the tuner's first candidate, like the next three).
         booster_learning_rate: Its learning rate.
         booster_max_leaf_nodes: Leaves per tree.
         booster_max_depth: Depth per tree: shallow trees score one ticket in about 0.1 ms (`forest.FlatForest`).
         review_precision: Precision, 0–1, each class's tickets above its review threshold reach out of fold.
+        forms: The forms that compete (a non-empty subset of `FORMS`); one form classifies without a choice.
         cv: Stratified folds of the out-of-fold predictions.
         random_state: Seed of the folds, the tuner and the models.
         tuning_trials: Meta-model configurations the tuner tries when the boosted stack is the form, the configured
@@ -243,7 +274,9 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         form_: What classifies, one of `FORMS`: "stack" (the boosted meta-model, `forest_`), "linear_stack" (the
             logistic one, `linear_meta_`) or "text" (the text model alone). The other meta-model is None.
         form_cv_macro_f1_: Each form's out-of-fold macro-F1.
-        text_cv_macro_f1_: The text model's out-of-fold macro-F1 (its best alpha).
+        text_spec_: The text model chosen (`TextModelSpec`), `text_model_` fitted on every training ticket.
+        text_cv_macro_f1_: Its out-of-fold macro-F1.
+        text_search_scores_: Every text candidate's out-of-fold macro-F1, by `str(TextModelSpec)`.
         booster_params_: The meta-model's parameters the tuner chose.
         tuning_: The tuner's result as plain dicts (`tuning.TuningResult.as_dict`): every trial's parameters and its
             macro-F1 per rung.
@@ -252,31 +285,47 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         sgd_alphas: Sequence[float] = (1e-5, 3e-5),
+        logistic_cs: Sequence[float] = (1.0, 4.0, 16.0),
         neighbour_ks: Sequence[int] = (5, 20, 50),
         booster_iterations: int = 100,
         booster_learning_rate: float = 0.1,
         booster_max_leaf_nodes: int = 15,
         booster_max_depth: int = 5,
         review_precision: float = 0.91,
+        forms: Sequence[str] = FORMS,
         cv: int = 5,
         random_state: int = 42,
         tuning_trials: int = 4,
         tuning_max_seconds: float = 900.0,
     ) -> None:
         self.sgd_alphas = sgd_alphas
+        self.logistic_cs = logistic_cs
         self.neighbour_ks = neighbour_ks
         self.booster_iterations = booster_iterations
         self.booster_learning_rate = booster_learning_rate
         self.booster_max_leaf_nodes = booster_max_leaf_nodes
         self.booster_max_depth = booster_max_depth
         self.review_precision = review_precision
+        self.forms = forms
         self.cv = cv
         self.random_state = random_state
         self.tuning_trials = tuning_trials
         self.tuning_max_seconds = tuning_max_seconds
 
-    def _text_model(self, alpha: float) -> Pipeline:
-        return text_pipeline(alpha, self.random_state)
+    def _text_specs(self) -> list[TextModelSpec]:
+        sgd = [TextModelSpec("sgd", float(alpha)) for alpha in self.sgd_alphas]
+        return sgd + [TextModelSpec("logistic", float(c)) for c in self.logistic_cs]
+
+    def _text_oof_proba(self, texts: np.ndarray, y: np.ndarray, folds: list) -> dict[TextModelSpec, np.ndarray]:
+        """Each text candidate's out-of-fold class probabilities (one TF-IDF fit per fold serves them all)."""
+        oof = {spec: np.zeros((len(y), len(self.classes_))) for spec in self._text_specs()}
+        for train_idx, valid_idx in folds:
+            tfidf = tfidf_words()
+            train_rows, valid_rows = tfidf.fit_transform(texts[train_idx]), tfidf.transform(texts[valid_idx])
+            for spec, proba in oof.items():
+                classifier = spec.classifier(self.random_state).fit(train_rows, y[train_idx])
+                proba[valid_idx] = np.exp(_aligned_log_proba(classifier, valid_rows, self.classes_))
+        return oof
 
     def _configured_booster_params(self) -> dict[str, object]:
         return {
@@ -294,21 +343,27 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     def _linear_meta() -> LogisticRegression:
         return LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
 
-    def _boosted_oof_scores(
-        self, features: np.ndarray, y_index: np.ndarray, folds: list, params: dict[str, object]
+    def _meta_oof_scores(
+        self, make_meta: Callable[[], ClassifierMixin], features: np.ndarray, y_index: np.ndarray, folds: list
     ) -> np.ndarray:
-        """Out-of-fold class scores of the boosted meta-model with `params` (a class a fold lacks scores log ε)."""
+        """Out-of-fold class log-scores of the meta-model `make_meta` builds (a class a fold lacks scores log ε)."""
         scores = np.full((len(y_index), len(self.classes_)), np.log(_EPS))
         for train_idx, valid_idx in folds:
-            booster = self._booster(params).fit(features[train_idx], y_index[train_idx])
-            scores[np.ix_(valid_idx, booster.classes_)] = FlatForest(booster).class_scores(features[valid_idx])
+            meta = make_meta().fit(features[train_idx], y_index[train_idx])
+            held_out = features[valid_idx]
+            fold_scores = (
+                FlatForest(meta).class_scores(held_out)
+                if isinstance(meta, HistGradientBoostingClassifier)
+                else meta.predict_log_proba(held_out)
+            )
+            scores[np.ix_(valid_idx, meta.classes_)] = fold_scores
         return scores
 
     def _votes(self, neighbours: Neighbours) -> np.ndarray:
         return neighbour_votes(neighbours, self.neighbour_labels_, len(self.classes_), self.neighbour_ks)
 
     def fit(self, texts: Sequence[str], y: Sequence[str], neighbours: Neighbours) -> NeighbourStackClassifier:
-        """Fits the text model, tunes and fits the meta-model on out-of-fold features, the temperature, the thresholds.
+        """Chooses the text model and the form on out-of-fold predictions, then the temperature and the thresholds.
 
         Args:
             texts: Training texts.
@@ -319,6 +374,9 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         Returns:
             self
         """
+        competing = [form for form in FORMS if form in self.forms]
+        if not competing or set(self.forms) - set(FORMS):
+            raise ValueError(f"forms must be a non-empty subset of {FORMS}, got {tuple(self.forms)}")
         texts = np.asarray([str(t) for t in texts], dtype=object)
         y = np.asarray(y).astype(str)
         self.classes_ = np.unique(y)
@@ -327,39 +385,31 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         y_index = np.searchsorted(self.classes_, y)
         self.neighbour_labels_ = y_index.astype(np.int16)
         folds = list(StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state).split(texts, y))
-        oof_text = {a: np.zeros((len(y), len(self.classes_))) for a in self.sgd_alphas}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            for train_idx, valid_idx in folds:
-                for alpha in self.sgd_alphas:
-                    model = self._text_model(alpha).fit(texts[train_idx], y[train_idx])
-                    oof_text[alpha][valid_idx] = np.exp(_aligned_log_proba(model, texts[valid_idx], self.classes_))
-            text_scores = {a: f1_score(y, self.classes_[p.argmax(1)], average="macro") for a, p in oof_text.items()}
-            # Highest macro-F1; among ties the first (the order of `sgd_alphas`) wins.
-            self.alpha_ = max(text_scores, key=lambda a: text_scores[a])
-            self.text_cv_macro_f1_ = float(text_scores[self.alpha_])
-            features = np.hstack([oof_text[self.alpha_], self._votes(neighbours)])
+            oof_text = self._text_oof_proba(texts, y, folds)
+            text_scores = {spec: _macro_f1(y, self.classes_[p.argmax(1)]) for spec, p in oof_text.items()}
+            # Highest macro-F1; among ties the first (SGD's, then logistic ones, each in the order given) wins.
+            self.text_spec_ = max(text_scores, key=lambda spec: text_scores[spec])
+            self.text_cv_macro_f1_ = text_scores[self.text_spec_]
+            self.text_search_scores_ = {str(spec): score for spec, score in text_scores.items()}
+            features = np.hstack([oof_text[self.text_spec_], self._votes(neighbours)])
             configured = self._configured_booster_params()
-            stacked_scores = self._boosted_oof_scores(features, y_index, folds, configured)
-            # The same features under a class-balanced multinomial logistic regression: on a few thousand noisy
-            # tickets the boosted trees learn noise where a linear model does not. And the text model alone.
-            linear_scores = np.zeros_like(stacked_scores)
-            for train_idx, valid_idx in folds:
-                meta = self._linear_meta().fit(features[train_idx], y_index[train_idx])
-                linear_scores[valid_idx] = np.log(_EPS)
-                linear_scores[np.ix_(valid_idx, meta.classes_)] = meta.predict_log_proba(features[valid_idx])
-            candidates = {
-                "stack": stacked_scores,
-                "linear_stack": linear_scores,
-                "text": np.log(np.clip(oof_text[self.alpha_], _EPS, 1.0)),
+            # The same features under the boosted trees, under a class-balanced multinomial logistic regression (on
+            # a few thousand noisy tickets the trees learn noise where a linear model does not), and the text
+            # model alone.
+            oof_scores_of = {
+                "stack": lambda: self._meta_oof_scores(lambda: self._booster(configured), features, y_index, folds),
+                "linear_stack": lambda: self._meta_oof_scores(self._linear_meta, features, y_index, folds),
+                "text": lambda: np.log(np.clip(oof_text[self.text_spec_], _EPS, 1.0)),
             }
+            candidates = {form: oof_scores_of[form]() for form in competing}
             self.form_cv_macro_f1_ = {
-                form: float(f1_score(y, self.classes_[scores.argmax(1)], average="macro"))
-                for form, scores in candidates.items()
+                form: _macro_f1(y, self.classes_[scores.argmax(1)]) for form, scores in candidates.items()
             }
             # Highest out-of-fold macro-F1; among ties the first of `FORMS`. The boosted stack competes with its
             # configured settings: tuned on these same folds, its score would be the best of several draws.
-            self.form_ = max(FORMS, key=lambda form: self.form_cv_macro_f1_[form])
+            self.form_ = max(competing, key=lambda form: self.form_cv_macro_f1_[form])
             tuning = tune_booster(
                 features,
                 y_index,
@@ -372,7 +422,8 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             self.booster_params_ = tuning.best_params
             self.tuning_ = tuning.as_dict()
             if self.form_ == "stack" and tuning.best_trial != 0:
-                candidates["stack"] = self._boosted_oof_scores(features, y_index, folds, self.booster_params_)
+                tuned = self.booster_params_
+                candidates["stack"] = self._meta_oof_scores(lambda: self._booster(tuned), features, y_index, folds)
             oof_scores = candidates[self.form_]
             self.temperature_ = _fit_temperature(oof_scores, y_index)
             oof_proba = softmax(oof_scores / self.temperature_, axis=1)
@@ -384,7 +435,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             self.review_thresholds_ = class_review_thresholds(
                 oof_proba.max(1), predicted, predicted == y, self.classes_, self.review_precision
             )
-            self.text_model_ = self._text_model(self.alpha_).fit(texts, y)
+            self.text_model_ = self.text_spec_.pipeline(self.random_state).fit(texts, y)
             self.forest_ = (
                 FlatForest(self._booster(self.booster_params_).fit(features, y_index))
                 if self.form_ == "stack"
@@ -392,36 +443,44 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             )
             self.linear_meta_ = self._linear_meta().fit(features, y_index) if self.form_ == "linear_stack" else None
         log.info(
-            "train: alpha=%g, cv macro-F1 %s: %s, temperature=%.3f",
-            self.alpha_,
+            "train: text model %s, cv macro-F1 %s: %s, temperature=%.3f",
+            self.text_spec_,
             ", ".join(f"{form} {score:.4f}" for form, score in self.form_cv_macro_f1_.items()),
             self.form_,
             self.temperature_,
         )
         return self
 
-    def text_proba(self, texts: np.ndarray) -> np.ndarray:
-        """The text model's class probabilities, as its `predict_proba` gives them, without its per-call checks.
+    def _decision(self, name: str, classifier: ClassifierMixin, rows) -> np.ndarray:
+        """A linear classifier's decision values, as its `decision_function` gives them, without its per-call checks.
 
         scikit-learn validates the input and multiplies by a transposed copy of the coefficients on every call:
-        about 1 ms of a single ticket's answer. Here the TF-IDF rows meet a contiguous copy made once.
+        about 1 ms of a single ticket's answer. Here the rows meet a contiguous copy made once (kept as `name`).
         """
-        if self.__dict__.get("_text_weights") is None:
-            classifier = self.text_model_.named_steps["clf"]
-            self._text_weights = (np.ascontiguousarray(classifier.coef_.T), classifier.intercept_)
-        weights, intercept = self._text_weights
-        decision = self.text_model_.named_steps["tfidf"].transform(texts) @ weights + intercept
-        # SGDClassifier's log-loss probabilities: one-vs-rest sigmoids normalised to sum to 1 (two classes: one).
+        if self.__dict__.get(name) is None:
+            self.__dict__[name] = (np.ascontiguousarray(classifier.coef_.T), classifier.intercept_)
+        weights, intercept = self.__dict__[name]
+        return np.asarray(rows @ weights + intercept)
+
+    def text_proba(self, texts: np.ndarray) -> np.ndarray:
+        """The text model's class probabilities, as its `predict_proba` gives them (`_decision`)."""
+        classifier = self.text_model_.named_steps["clf"]
+        decision = self._decision("_text_weights", classifier, self.text_model_.named_steps["tfidf"].transform(texts))
+        if decision.shape[1] == 1:  # two classes: both kinds give the second one sigmoid(decision)
+            positive = expit(decision[:, 0])
+            return np.column_stack([1.0 - positive, positive])
+        if isinstance(classifier, LogisticRegression):  # multinomial
+            return softmax(decision, axis=1)
+        # SGDClassifier's log-loss probabilities: one-vs-rest sigmoids normalised to sum to 1.
         positive = expit(decision)
-        if positive.shape[1] == 1:
-            return np.column_stack([1.0 - positive[:, 0], positive[:, 0]])
         return positive / np.clip(positive.sum(axis=1, keepdims=True), _EPS, None)
 
     def __getstate__(self) -> dict[str, object]:
-        """Pickles without the contiguous copy of the coefficients (made again on first use) and `oof_proba_`."""
+        """Pickles without the contiguous copies of coefficients (made again on first use) and `oof_proba_`."""
         # scikit-learn's records its version; on Python 3.11+ it is the instance's own __dict__, so copy before popping.
         state = dict(super().__getstate__())
         state.pop("_text_weights", None)
+        state.pop("_meta_weights", None)
         state.pop("oof_proba_", None)  # one row per training ticket: the audit's input, of no use to predictions
         return state
 
@@ -442,10 +501,11 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         elif neighbours is None:
             raise ValueError("NeighbourStackClassifier needs the tickets' neighbours")
         elif self.form == "linear_stack":
+            decision = self._decision("_meta_weights", self.linear_meta_, self.features(texts, neighbours))
+            if decision.shape[1] == 1:  # two classes: P(second) = sigmoid(d) = softmax([0, d])
+                decision = np.column_stack([np.zeros(len(decision)), decision[:, 0]])
             scores = np.full((len(texts), len(self.classes_)), np.log(_EPS))
-            scores[:, self.linear_meta_.classes_] = self.linear_meta_.predict_log_proba(
-                self.features(texts, neighbours)
-            )
+            scores[:, self.linear_meta_.classes_] = log_softmax(decision, axis=1)
         else:
             scores = self.forest_.class_scores(self.features(texts, neighbours))
         return softmax(scores / self.temperature_, axis=1)
@@ -454,6 +514,10 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     def form(self) -> str:
         """What classifies, one of `FORMS` (`form_`)."""
         return self.__dict__.get("form_", "stack")  # models fitted before the choice existed are stacks
+
+
+def _macro_f1(y: np.ndarray, predicted: np.ndarray) -> float:
+    return float(f1_score(y, predicted, average="macro"))
 
 
 def _fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:

@@ -43,10 +43,12 @@ def fit_ticket_model(
         log.info("train: fitting %s on %d tickets, %d classes", target, len(train), train[target].nunique())
         classifiers[target] = NeighbourStackClassifier(
             sgd_alphas=cfg.sgd_alphas,
+            logistic_cs=cfg.logistic_cs,
             neighbour_ks=cfg.neighbour_ks,
             booster_iterations=cfg.booster_iterations,
             booster_learning_rate=cfg.booster_learning_rate,
             review_precision=cfg.target_precision,
+            forms=cfg.classifier_forms,
             cv=cfg.cv_folds,
             random_state=cfg.seed,
             tuning_trials=cfg.tuning_trials,
@@ -55,9 +57,10 @@ def fit_ticket_model(
     info = {
         target: {
             "form": c.form_,
-            "alpha": c.alpha_,
+            "text_model": str(c.text_spec_),
+            "text_cv_macro_f1": c.text_cv_macro_f1_,  # the text model's, which is also the `text` form's score
             "temperature": c.temperature_,
-            **{f"{form}_cv_macro_f1": score for form, score in c.form_cv_macro_f1_.items()},
+            **{f"{form}_cv_macro_f1": score for form, score in c.form_cv_macro_f1_.items() if form != "text"},
             "cv_macro_f1": c.cv_macro_f1_,
             # KFP's metadata and MLflow's params take no None: class_weight=None reads "none".
             **{f"booster.{k}": "none" if v is None else v for k, v in c.booster_params_.items()},

@@ -171,7 +171,8 @@ def test_every_tuning_trial_is_in_the_run(first_run: dict, client: MlflowClient)
     run = client.get_run(first_run["run_id"])
     trials = TicketflowConfig().tuning_trials
     forms = {target: run.data.params[f"{target}.form"] for target in ("category", "priority")}
-    assert forms["category"] == "stack"  # the sample's category: the boosted stack, the one form that is tuned
+    # Which form the sample's targets take is the data's business (test_register forces a tuned stack): the record
+    # follows the form.
     for target, form in forms.items():
         table = tuning_table(client, run.info.run_id, target)
         tried = list(range(trials)) if form == "stack" else [0]  # another form has no boosted model to tune

@@ -17,6 +17,7 @@ from benchmarks.bench_quality import (
     met_cell,
     near_duplicate_groups,
     pair_cell,
+    paired_bootstrap,
     schemes,
     slice_scores,
 )
@@ -147,14 +148,38 @@ def test_limited_stratifies_and_drops_classes_left_too_small() -> None:
     assert limited(tickets, ("queue",), 0, seed=0) is tickets
 
 
-def test_the_form_note_counts_each_targets_form_over_the_customer_support_fits() -> None:
-    it = {"name": "it_service", "target": "Topic_group", "candidates": {"stack": {"info": {"form": "stack"}}}}
+def test_the_form_note_counts_each_targets_form_and_text_model_over_the_customer_support_fits() -> None:
+    info = {"form": "stack", "text_model": "sgd alpha=1e-05"}
+    it = {"name": "it_service", "target": "Topic_group", "candidates": {"stack": {"info": info}}}
+    sgd, logistic = "sgd alpha=3e-05", "logistic C=16"
     done = {
-        "cs 5-fold CV fold 1 (tags)": {"form": {"queue": "text", "priority": "linear_stack"}},
-        "cs 5-fold CV fold 2 (tags)": {"form": {"queue": "text", "priority": "stack"}},
-        "cs 5-fold CV fold 3 (tags)": {"form": {"queue": "stack", "priority": "linear_stack"}},
+        "cs 5-fold CV fold 1 (tags)": {
+            "form": {"queue": "text", "priority": "linear_stack"},
+            "text_model": {"queue": logistic, "priority": sgd},
+        },
+        "cs 5-fold CV fold 2 (tags)": {
+            "form": {"queue": "text", "priority": "stack"},
+            "text_model": {"queue": "logistic C=4", "priority": sgd},
+        },
+        "cs 5-fold CV fold 3 (tags)": {
+            "form": {"queue": "stack", "priority": "linear_stack"},
+            "text_model": {"queue": sgd, "priority": logistic},
+        },
         "it_service stack": {"stack": {}},  # another dataset's job: not counted
     }
     note = form_note(it, "cs", done)
     assert "it_service Topic_group: stack;" in note
     assert "over its 3 fits: queue text ×2, stack ×1; priority linear_stack ×2, stack ×1." in note
+    assert "it_service: sgd alpha=1e-05; cs: queue logistic ×2, sgd ×1; priority sgd ×2, logistic ×1." in note
+
+
+def test_the_paired_bootstrap_interval_holds_the_margin_and_narrows_with_more_tickets() -> None:
+    rng = np.random.default_rng(0)
+    for n, width_at_most in ((200, 0.25), (5000, 0.06)):
+        truth = rng.choice(["a", "b", "c"], n)
+        better = np.where(rng.random(n) < 0.8, truth, rng.choice(["a", "b", "c"], n))  # ~85 % right
+        worse = np.where(rng.random(n) < 0.5, truth, rng.choice(["a", "b", "c"], n))  # ~67 % right
+        low, high = paired_bootstrap(truth, better, worse, rounds=200)
+        assert 0 < low < high and high - low < width_at_most  # a clear margin: the interval excludes 0
+        assert paired_bootstrap(truth, better, better, rounds=50) == (0.0, 0.0)  # the same predictions: no margin
+    assert met_cell({"mean": 0.35}, {"mean": 0.36}, (-0.03, 0.01)) == "**no** (−0.010; 95 % CI −0.030 to +0.010)"

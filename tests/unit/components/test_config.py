@@ -26,6 +26,7 @@ from ticketflow.components.config import (
     environment_with,
     export_to_environment,
 )
+from ticketflow.components.model import FORMS
 
 # Every variable `from_env` reads.
 VARIABLES = sorted({name for field in TicketflowConfig.model_fields for name in TicketflowConfig.env_names(field)})
@@ -49,7 +50,9 @@ READ = [
     ("embedding_max_tokens", "TICKETFLOW_EMBEDDING_MAX_TOKENS", "64", 64),
     ("cv_folds", "TICKETFLOW_CV_FOLDS", "3", 3),
     ("sgd_alphas", "TICKETFLOW_SGD_ALPHAS", "[1e-4, 1e-3]", (1e-4, 1e-3)),
+    ("logistic_cs", "TICKETFLOW_LOGISTIC_CS", "4,16", (4.0, 16.0)),
     ("neighbour_ks", "TICKETFLOW_NEIGHBOUR_KS", "3,10", (3, 10)),
+    ("classifier_forms", "TICKETFLOW_CLASSIFIER_FORMS", "stack, text", ("stack", "text")),
     ("booster_iterations", "TICKETFLOW_BOOSTER_ITERATIONS", "40", 40),
     ("booster_learning_rate", "TICKETFLOW_BOOSTER_LEARNING_RATE", "0.2", 0.2),
     ("tuning_trials", "TICKETFLOW_TUNING_TRIALS", "3", 3),
@@ -171,6 +174,8 @@ def test_list_fields_take_commas_or_json(monkeypatch: pytest.MonkeyPatch) -> Non
     cfg = TicketflowConfig.from_env()
     assert cfg.text_columns == ("subject", "body, with a comma")
     assert cfg.sgd_alphas == (1e-4, 1e-3)
+    monkeypatch.setenv("TICKETFLOW_LOGISTIC_CS", "[]")  # an empty variable means the default
+    assert TicketflowConfig.from_env().logistic_cs == ()  # no logistic text model among the candidates
     assert TicketflowConfig(text_columns=["a", "b"], neighbour_ks=[5]).neighbour_ks == (5,)  # lists → tuples
 
 
@@ -293,6 +298,9 @@ def test_a_bad_override_names_the_field() -> None:
         TicketflowConfig.from_env(test_sise=0.3)  # a typo is refused, not ignored
     with pytest.raises(ValidationError, match="greater than 0"):
         TicketflowConfig(sgd_alphas=(0.0,))
+    with pytest.raises(ValidationError, match="linear_stack"):
+        TicketflowConfig(classifier_forms=("stack", "forest"))
+    assert TicketflowConfig().classifier_forms == FORMS  # every form the classifier knows competes by default
 
 
 def test_a_bad_port_is_left_to_the_command_that_serves(monkeypatch: pytest.MonkeyPatch) -> None:

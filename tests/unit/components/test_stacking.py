@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
 
 from tests.unit.components.test_model import CLASSES, synthetic
 from ticketflow.components.forest import FlatForest
 from ticketflow.components.ingest import ColumnMapping
-from ticketflow.components.model import NeighbourStackClassifier, TargetPrediction, TicketModel
+from ticketflow.components.model import NeighbourStackClassifier, TargetPrediction, TextModelSpec, TicketModel
 from ticketflow.components.neighbours import NeighbourIndex, Neighbours, neighbour_votes
 from ticketflow.components.routing import NEVER
 
@@ -166,19 +167,56 @@ def test_stack_text_probabilities_equal_the_text_pipelines(stacked):
     np.testing.assert_allclose(model.text_proba(texts), model.text_model_.predict_proba(texts), atol=1e-12)
 
 
-def test_stack_fit_is_deterministic_and_picks_alpha_from_the_grid():
+def test_stack_fit_is_deterministic_and_picks_the_best_text_model_of_the_grid():
     texts, vectors, labels = synthetic(30, seed=3)
-    first, index = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4, 1e-3))
-    second, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4, 1e-3))
-    assert first.alpha_ in (1e-4, 1e-3)
-    assert (first.alpha_, first.temperature_, first.review_thresholds_) == (
-        second.alpha_,
+    grid = {"sgd_alphas": (1e-4, 1e-3), "logistic_cs": (1.0, 8.0)}
+    first, index = fit_stack(texts, vectors, labels, **grid)
+    second, _ = fit_stack(texts, vectors, labels, **grid)
+    candidates = [TextModelSpec("sgd", 1e-4), TextModelSpec("sgd", 1e-3)]
+    candidates += [TextModelSpec("logistic", 1.0), TextModelSpec("logistic", 8.0)]
+    scores = first.text_search_scores_
+    assert list(scores) == [str(spec) for spec in candidates]
+    assert list(scores) == ["sgd alpha=0.0001", "sgd alpha=0.001", "logistic C=1", "logistic C=8"]
+    # The highest out-of-fold macro-F1, the first of the grid among ties; the text model is that candidate's.
+    best = next(spec for spec in candidates if scores[str(spec)] == max(scores.values()))
+    assert first.text_spec_ == best and first.text_cv_macro_f1_ == scores[str(best)]
+    assert first.form_cv_macro_f1_["text"] == pytest.approx(first.text_cv_macro_f1_)
+    fitted_classifier = first.text_model_.named_steps["clf"]
+    assert type(fitted_classifier) is type(best.classifier(0))
+    assert (first.text_spec_, first.temperature_, first.review_thresholds_) == (
+        second.text_spec_,
         second.temperature_,
         second.review_thresholds_,
     )
     query_texts, query_vectors, _ = synthetic(5, seed=4)
     first_proba = probabilities(first, index, query_texts, query_vectors)
     np.testing.assert_array_equal(first_proba, probabilities(second, index, query_texts, query_vectors))
+
+
+@pytest.mark.parametrize("classes", [CLASSES, CLASSES[:2]])
+def test_a_logistic_text_model_scores_as_its_pipeline_does(classes):
+    texts, vectors, labels = synthetic(30, seed=5)
+    keep = np.isin(labels, classes)
+    model, _ = fit_stack(np.asarray(texts)[keep], vectors[keep], labels[keep], sgd_alphas=(), logistic_cs=(4.0,))
+    assert model.text_spec_ == TextModelSpec("logistic", 4.0) and list(model.classes_) == sorted(classes)
+    query = np.array(synthetic(10, seed=6)[0], dtype=object)
+    # Multinomial softmax for three classes, one sigmoid for two: as scikit-learn's own predict_proba.
+    np.testing.assert_allclose(model.text_proba(query), model.text_model_.predict_proba(query), atol=1e-12)
+
+
+def test_a_two_class_logistic_meta_model_scores_as_scikit_learn_does():
+    texts, vectors, labels = synthetic(30, seed=7)
+    keep = labels != CLASSES[2]
+    model, index = fit_stack(np.asarray(texts)[keep], vectors[keep], labels[keep])
+    query_texts, query_vectors, _ = synthetic(10, seed=8)
+    query, neighbours = np.array(query_texts, dtype=object), index.search(query_vectors, 10)
+    # Whatever form won, score through the logistic meta-model's path against scikit-learn's predict_log_proba.
+    train_neighbours = index.search(index.matrix, 10, exclude_rows=np.arange(len(index)))
+    features = model.features(np.asarray(texts, dtype=object)[keep], train_neighbours)
+    model.linear_meta_ = LogisticRegression().fit(features, np.searchsorted(model.classes_, labels[keep]))
+    model.form_ = "linear_stack"
+    expected = softmax(model.linear_meta_.predict_log_proba(model.features(query, neighbours)) / model.temperature_, 1)
+    np.testing.assert_allclose(model.class_probabilities(query, query_vectors, neighbours), expected, atol=1e-9)
 
 
 def test_stack_thresholds_cover_every_class_and_rise_with_the_precision_asked():
@@ -242,3 +280,16 @@ def test_a_logistic_meta_model_classifies_when_it_scores_highest_out_of_fold():
     np.testing.assert_allclose(model.class_probabilities(query, query_vectors, neighbours), expected, atol=1e-9)
     with pytest.raises(ValueError, match="neighbours"):
         model.class_probabilities(query, query_vectors, None)
+
+
+def test_only_the_forms_asked_for_compete():
+    # Noise embeddings: with every form competing the text model alone wins (see above); asked for, the stack takes.
+    texts, vectors, labels = synthetic(40, seed=3, embedding_signal=False)
+    model, _ = fit_stack(texts, vectors, labels, forms=("stack",), tuning_trials=2)
+    assert model.form_ == "stack" and set(model.form_cv_macro_f1_) == {"stack"}
+    assert model.forest_ is not None and len(model.tuning_["trials"]) == 2  # the stack is tuned
+    linear, _ = fit_stack(texts, vectors, labels, forms=("linear_stack", "text"))
+    assert linear.form_ == "text" and set(linear.form_cv_macro_f1_) == {"linear_stack", "text"}
+    for forms in ((), ("stack", "forest")):
+        with pytest.raises(ValueError, match="subset"):
+            fit_stack(texts, vectors, labels, forms=forms)
