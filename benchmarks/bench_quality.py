@@ -74,6 +74,9 @@ BINS = 15
 MIN_CLASS_ROWS = 10  # --limit keeps the classes with at least this many rows (ingest's own minimum)
 LATENCY_ROUNDS = (300, 5)  # full, quick
 BOOTSTRAP_ROUNDS = 1000  # resamples of a single test split (paired: both models on each)
+# Settings of the default model measured beside it on customer_support (tags kept, the split and the stratified CV):
+# what a user could switch on, and why it is not the default.
+ALTERNATIVES = {"logistic text candidates": {"logistic_cs": (1.0, 4.0, 16.0)}}
 CANDIDATES = {  # key → the table's name, in the table's order
     "baseline": "baseline: TF-IDF + LogisticRegression (C by 3-fold CV)",
     "text": "the stack's text model alone (TF-IDF + its chosen linear model)",
@@ -365,9 +368,25 @@ def candidate_job(
 
 
 def fold_job(
-    train: pd.DataFrame, test: pd.DataFrame, train_vectors: np.ndarray, test_vectors: np.ndarray, mapping, cfg
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    train_vectors: np.ndarray,
+    test_vectors: np.ndarray,
+    mapping,
+    cfg,
+    with_baseline: bool = True,
 ):
     """The default model and the baseline fitted on one fold's training rows, predicting its held-out rows.
+
+    Args:
+        train: The fold's training rows (`text` and the label columns).
+        test: Its held-out rows.
+        train_vectors: Embeddings of `train`.
+        test_vectors: Embeddings of `test`.
+        mapping: Column roles; every label column is a target.
+        cfg: Settings of the default model (`ALTERNATIVES` change some).
+        with_baseline: False fits the default alone (an alternative setting, compared with the baseline of the
+            same rows fitted by another job).
 
     Returns:
         `{"seconds": {model: s}, "targets": {target: {model: (labels, confidences)}}, "C": {target: C}}`.
@@ -384,15 +403,15 @@ def fold_job(
     out["text_model"] = {target: hp["text_model"] for target, hp in model.info["hyperparameters"].items()}
     predictions = model.predict(texts, test_vectors)
     for target in mapping.label_columns:
+        p = predictions[target]
+        out["targets"][target] = {"default": (p.labels.astype(str), p.confidences)}
+        if not with_baseline:
+            continue
         baseline, info = fit_baseline(train[TEXT].tolist(), train[target])
         out["seconds"]["baseline"] += info["fit_seconds"]
         out["C"][target] = info["C"]
         proba = baseline.predict_proba(texts)
-        p = predictions[target]
-        out["targets"][target] = {
-            "default": (p.labels.astype(str), p.confidences),
-            "baseline": (baseline.classes_[proba.argmax(1)].astype(str), proba.max(1)),
-        }
+        out["targets"][target]["baseline"] = (baseline.classes_[proba.argmax(1)].astype(str), proba.max(1))
     return out
 
 
@@ -579,6 +598,8 @@ def cs_results(data: Dataset, folds: Mapping, fitted: Mapping[str, Mapping], var
     out: dict = {}
     for variant in variants:
         for scheme, splits in folds.items():
+            if fold_key(data.name, variant, scheme, 0) not in fitted:  # an alternative measured in fewer schemes
+                continue
             per_target: dict = {t: [] for t in data.mapping.label_columns}
             for number, (_, held_out) in enumerate(splits):
                 result = fitted[fold_key(data.name, variant, scheme, number)]
@@ -608,11 +629,22 @@ def fold_key(dataset: str, variant: str, scheme: str, number: int) -> str:
 # --------------------------------------------------------------------------------------------- the report
 
 
+def _default_fits(cs_name: str, done: Mapping[str, object]) -> dict[str, Mapping]:
+    """The customer_support fits of the default settings (not of `ALTERNATIVES`), by job key."""
+    return {
+        key: result
+        for key, result in done.items()
+        if key.startswith(f"{cs_name} ")
+        and isinstance(result, Mapping)
+        and not any(key.endswith(f"({name})") for name in ALTERNATIVES)
+    }
+
+
 def _choice_counts(cs_name: str, done: Mapping[str, object], field: str, kind=lambda choice: choice) -> str:
-    """How often each target's `field` took each value (by `kind`) over the customer_support fits."""
+    """How often each target's `field` took each value (by `kind`) over the default's customer_support fits."""
     counts: dict[str, Counter] = {}
-    for key, result in done.items():
-        if key.startswith(f"{cs_name} ") and isinstance(result, Mapping) and field in result:
+    for result in _default_fits(cs_name, done).values():
+        if field in result:
             for target, choice in result[field].items():
                 counts.setdefault(target, Counter())[kind(choice)] += 1
     return "; ".join(
@@ -624,7 +656,7 @@ def _choice_counts(cs_name: str, done: Mapping[str, object], field: str, kind=la
 def form_note(it: Mapping, cs_name: str, done: Mapping[str, object]) -> str:
     """Which form (`model.FORMS`) and which kind of text model the default chose out of fold, per target and fit."""
     info = it["candidates"]["stack"]["info"]
-    fits = sum(1 for key, result in done.items() if key.startswith(f"{cs_name} ") and "form" in result)
+    fits = sum(1 for result in _default_fits(cs_name, done).values() if "form" in result)
     cs_forms = _choice_counts(cs_name, done, "form")
     cs_text = _choice_counts(cs_name, done, "text_model", kind=lambda name: name.split()[0])
     return (
@@ -660,7 +692,7 @@ def cs_table(name: str, cs: Mapping, languages: Sequence[str]) -> dict:
             for target, result in targets.items():
                 s = result["summary"]
                 d, b = s["default"]["all"], s["baseline"]["all"]
-                row = [f"{name} {target}", scheme + ("" if variant == "tags" else ", no tags")]
+                row = [f"{name} {target}", scheme + ("" if variant == "tags" else f", {variant}")]
                 interval = s.get("margin_ci", {}).get("macro_f1")
                 row += [pair_cell(d["macro_f1"], b["macro_f1"]), met_cell(d["macro_f1"], b["macro_f1"], interval)]
                 row += [pair_cell(d["accuracy"], b["accuracy"]), met_cell(d["accuracy"], b["accuracy"])]
@@ -828,9 +860,29 @@ def main(argv: list[str] | None = None) -> int:
                         cfg,
                     )
                     jobs.append((fold_key(cs.name, variant, scheme, number), fold_job, fold_args))
+        cs_vectors = cs.vectors["tags"]
+        for alternative, changes in ALTERNATIVES.items():
+            for scheme, splits in list(folds.items())[:2]:  # the split and the stratified CV
+                for number, (train_rows, held_out) in enumerate(splits):
+                    fold_args = (
+                        cs.frame.iloc[train_rows].reset_index(drop=True),
+                        cs.frame.iloc[held_out].reset_index(drop=True),
+                        cs_vectors[train_rows],
+                        cs_vectors[held_out],
+                        cs.mapping,
+                        cfg.model_copy(update=changes),
+                        False,
+                    )
+                    jobs.append((fold_key(cs.name, alternative, scheme, number), fold_job, fold_args))
         jobs.append((f"{it.name} knn", candidate_job, ("knn", *it_args)))
         say(f"{len(jobs)} fits on {args.workers} workers (one thread each)")
         done = run_jobs(jobs, args.workers)
+        for key, result in done.items():  # an alternative's baseline: the one fitted on the same rows
+            for alternative in ALTERNATIVES:
+                if key.endswith(f"({alternative})"):
+                    same_rows = done[key.removesuffix(f"({alternative})") + "(tags)"]
+                    for target, models in result["targets"].items():
+                        models["baseline"] = same_rows["targets"][target]["baseline"]
         fitted = {k: v for kind in ("baseline", "fusion", "stack", "knn") for k, v in done[f"{it.name} {kind}"].items()}
         rounds = LATENCY_ROUNDS[1 if args.quick else 0]
         say(f"one ticket given its vector: {rounds} interleaved rounds of every candidate")
@@ -839,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     it_scores = {"name": it.name, **it_service_results(it, fitted, cfg)}
     for key, r in it_scores["candidates"].items():
         say(f"{it.name} {key}: macro-F1 {r['macro_f1']:.4f}, accuracy {r['accuracy']:.4f}, ECE {r['ece']:.4f}")
-    cs_scores = cs_results(cs, folds, done, list(cs.vectors))
+    cs_scores = cs_results(cs, folds, done, [*cs.vectors, *ALTERNATIVES])
     languages = sorted(set(cs.frame["language"])) if "language" in cs.frame else []
     facts = {
         "clusters": clusters,

@@ -285,7 +285,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         sgd_alphas: Sequence[float] = (1e-5, 3e-5),
-        logistic_cs: Sequence[float] = (1.0, 4.0, 16.0),
+        logistic_cs: Sequence[float] = (),
         neighbour_ks: Sequence[int] = (5, 20, 50),
         booster_iterations: int = 100,
         booster_learning_rate: float = 0.1,

@@ -174,8 +174,8 @@ def test_list_fields_take_commas_or_json(monkeypatch: pytest.MonkeyPatch) -> Non
     cfg = TicketflowConfig.from_env()
     assert cfg.text_columns == ("subject", "body, with a comma")
     assert cfg.sgd_alphas == (1e-4, 1e-3)
-    monkeypatch.setenv("TICKETFLOW_LOGISTIC_CS", "[]")  # an empty variable means the default
-    assert TicketflowConfig.from_env().logistic_cs == ()  # no logistic text model among the candidates
+    monkeypatch.setenv("TICKETFLOW_LOGISTIC_CS", "[]")  # (an empty variable means the default)
+    assert TicketflowConfig.from_env().logistic_cs == () == TicketflowConfig().logistic_cs  # none by default
     assert TicketflowConfig(text_columns=["a", "b"], neighbour_ks=[5]).neighbour_ks == (5,)  # lists → tuples
 
 
