@@ -108,3 +108,10 @@ def test_a_broken_quantisation_keeps_pytorch(monkeypatch: pytest.MonkeyPatch, ca
     with caplog.at_level(logging.WARNING, logger="ticketflow.components.onnx_encoder"):
         assert onnx_encoder(model, "int8") is model
     assert "int8 vectors too far from fp32 ones" in caplog.text
+
+
+def test_sessions_leave_the_cores_as_soon_as_a_run_ends(int8_encoder) -> None:
+    # Spinning intra-op threads would hold both cores for the classifier that runs right after a ticket's encode.
+    for session in (int8_encoder.session, int8_encoder.single_session):
+        entry = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        assert entry == "0"
