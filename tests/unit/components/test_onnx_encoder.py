@@ -113,5 +113,4 @@ def test_a_broken_quantisation_keeps_pytorch(monkeypatch: pytest.MonkeyPatch, ca
 def test_sessions_leave_the_cores_as_soon_as_a_run_ends(int8_encoder) -> None:
     # Spinning intra-op threads would hold both cores for the classifier that runs right after a ticket's encode.
     for session in (int8_encoder.session, int8_encoder.single_session):
-        entry = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
-        assert entry == "0"
+        assert session.get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
