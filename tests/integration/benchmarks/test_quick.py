@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_quality import CANDIDATES, FOLDS, schemes
+from benchmarks.bench_quality import ALTERNATIVES, CANDIDATES, FOLDS, schemes
 from benchmarks.bench_store import ARMS, QUERIES, full_scans
 from benchmarks.common import PARTS, REPORT, RESULTS, ROOT, machine_paths, render
 
@@ -117,5 +117,7 @@ def test_quick_quality_run_scores_every_candidate_and_scheme(quick_results: Path
         assert quality["details"]["it_service"]["one_ticket_median_s"][key] > 0, key
         assert f"| {name} |" in report
     # One row per target × scheme × tags variant: the bundled sample has category and priority, and tags.
-    assert len(quality["table"]["rows"]) == 2 * len(schemes(FOLDS[1])) * 2
+    # Two targets in every scheme with and without tags; each alternative setting in the split and the plain CV.
+    assert len(quality["table"]["rows"]) == 2 * len(schemes(FOLDS[1])) * 2 + 2 * 2 * len(ALTERNATIVES)
+    assert sum(", logistic text candidates" in row[1] for row in quality["table"]["rows"]) == 4
     assert quality["details"]["customer_support"]["near_duplicates"]["clusters"] >= 0
