@@ -110,6 +110,8 @@ class TicketflowConfig(BaseSettings):
             limit. Recorded in the model like the precision.
         cv_folds: Folds of the out-of-fold predictions the classifier is stacked, calibrated and thresholded on.
         sgd_alphas: Regularisation strengths (alpha) tried for an SGD text model on TF-IDF.
+        sgd_average: Whether the SGD text models average their weights over the passes (averaged SGD: steadier
+            than the last pass's weights on a few thousand noisy tickets); off trains plain SGD.
         logistic_cs: Inverse regularisation strengths (C) tried for a logistic-regression text model on the same
             TF-IDF, e.g. `1,4,16`; none by default (`[]`). The candidate of either kind with the highest out-of-fold
             macro-F1 classifies.
@@ -192,6 +194,7 @@ class TicketflowConfig(BaseSettings):
     embedding_max_tokens: int = Field(128, ge=0)
     cv_folds: int = Field(5, ge=2)
     sgd_alphas: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = Field((1e-5, 3e-5), min_length=1)
+    sgd_average: bool = True
     # Off by default: on customer_support they lifted queue on the test split but cost priority over the 5-fold CV
     # (more candidates chosen on the same noisy folds; BENCHMARKS.md, Quality, "logistic text candidates").
     logistic_cs: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = ()

@@ -91,13 +91,19 @@ class TextModelSpec:
             (multinomial `LogisticRegression` solved by Newton-CG: exact, a few seconds on 30k tickets; on a few
             thousand noisy tickets it can score higher than SGD's approximate optimum).
         strength: SGD's `alpha` (higher: stronger regularisation) or the logistic regression's `C` (higher: weaker).
+        averaged: SGD only: the average of its weights over the passes (averaged SGD) instead of the last ones. The
+            last step's weights swing with the order of the tickets; their average is steadier, which counts on a few
+            thousand noisy tickets (customer_support queue: BENCHMARKS.md, Quality).
     """
 
     kind: Literal["sgd", "logistic"]
     strength: float
+    averaged: bool = False
 
     def __str__(self) -> str:
-        return f"sgd alpha={self.strength:g}" if self.kind == "sgd" else f"logistic C={self.strength:g}"
+        if self.kind == "logistic":
+            return f"logistic C={self.strength:g}"
+        return f"sgd alpha={self.strength:g}" + (", averaged" if self.averaged else "")
 
     def classifier(self, random_state: int) -> SGDClassifier | LogisticRegression:
         """The unfitted classifier (on TF-IDF rows)."""
@@ -109,6 +115,7 @@ class TextModelSpec:
                 max_iter=100,
                 tol=1e-4,
                 random_state=random_state,
+                average=self.averaged,
             )
         # Newton-CG needs ~10 iterations where lbfgs needs ~100 on these problems: 5-10x faster, same optimum.
         return LogisticRegression(C=self.strength, class_weight="balanced", solver="newton-cg", max_iter=1000)
@@ -254,6 +261,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
 
     Args:
         sgd_alphas: Regularisation strengths tried for an SGD text model (`TextModelSpec`).
+        sgd_average: Whether those SGD models average their weights over the passes (`TextModelSpec.averaged`).
         logistic_cs: Inverse regularisation strengths tried for a logistic-regression text model; empty tries none.
             Of every SGD and logistic candidate the highest out-of-fold macro-F1 wins (ties: SGD, then the order
             given).
@@ -285,6 +293,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         sgd_alphas: Sequence[float] = (1e-5, 3e-5),
+        sgd_average: bool = True,
         logistic_cs: Sequence[float] = (),
         neighbour_ks: Sequence[int] = (5, 20, 50),
         booster_iterations: int = 100,
@@ -299,6 +308,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         tuning_max_seconds: float = 900.0,
     ) -> None:
         self.sgd_alphas = sgd_alphas
+        self.sgd_average = sgd_average
         self.logistic_cs = logistic_cs
         self.neighbour_ks = neighbour_ks
         self.booster_iterations = booster_iterations
@@ -313,7 +323,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         self.tuning_max_seconds = tuning_max_seconds
 
     def _text_specs(self) -> list[TextModelSpec]:
-        sgd = [TextModelSpec("sgd", float(alpha)) for alpha in self.sgd_alphas]
+        sgd = [TextModelSpec("sgd", float(alpha), bool(self.sgd_average)) for alpha in self.sgd_alphas]
         return sgd + [TextModelSpec("logistic", float(c)) for c in self.logistic_cs]
 
     def _text_oof_proba(self, texts: np.ndarray, y: np.ndarray, folds: list) -> dict[TextModelSpec, np.ndarray]:
@@ -398,12 +408,16 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             # The same features under the boosted trees, under a class-balanced multinomial logistic regression (on
             # a few thousand noisy tickets the trees learn noise where a linear model does not), and the text
             # model alone.
-            oof_scores_of = {
-                "stack": lambda: self._meta_oof_scores(lambda: self._booster(configured), features, y_index, folds),
-                "linear_stack": lambda: self._meta_oof_scores(self._linear_meta, features, y_index, folds),
-                "text": lambda: np.log(np.clip(oof_text[self.text_spec_], _EPS, 1.0)),
-            }
-            candidates = {form: oof_scores_of[form]() for form in competing}
+            candidates = {}
+            for form in competing:  # only the competing forms are fitted
+                if form == "stack":
+                    candidates[form] = self._meta_oof_scores(
+                        lambda: self._booster(configured), features, y_index, folds
+                    )
+                elif form == "linear_stack":
+                    candidates[form] = self._meta_oof_scores(self._linear_meta, features, y_index, folds)
+                else:
+                    candidates[form] = np.log(np.clip(oof_text[self.text_spec_], _EPS, 1.0))
             self.form_cv_macro_f1_ = {
                 form: _macro_f1(y, self.classes_[scores.argmax(1)]) for form, scores in candidates.items()
             }

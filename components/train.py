@@ -43,6 +43,7 @@ def fit_ticket_model(
         log.info("train: fitting %s on %d tickets, %d classes", target, len(train), train[target].nunique())
         classifiers[target] = NeighbourStackClassifier(
             sgd_alphas=cfg.sgd_alphas,
+            sgd_average=cfg.sgd_average,
             logistic_cs=cfg.logistic_cs,
             neighbour_ks=cfg.neighbour_ks,
             booster_iterations=cfg.booster_iterations,

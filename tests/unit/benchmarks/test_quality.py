@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 
 from benchmarks.bench_quality import (
+    ALTERNATIVES,
     aggregate,
     cluster_counts,
     cs_table,
+    fold_key,
     form_note,
     knn_prediction,
     limited,
@@ -20,6 +22,8 @@ from benchmarks.bench_quality import (
     paired_bootstrap,
     schemes,
     slice_scores,
+    variant_of,
+    with_variant,
 )
 from ticketflow.components.neighbours import Neighbours
 
@@ -167,10 +171,19 @@ def test_the_form_note_counts_each_targets_form_and_text_model_over_the_customer
         },
         "it_service stack": {"stack": {}},  # another dataset's job: not counted
     }
+    for alternative in ALTERNATIVES:  # an alternative setting's fits: not the default's, not counted
+        done[f"cs 5-fold CV fold 1 ({alternative})"] = {"form": {"queue": "stack"}, "text_model": {"queue": sgd}}
     note = form_note(it, "cs", done)
     assert "it_service Topic_group: stack;" in note
     assert "over its 3 fits: queue text ×2, stack ×1; priority linear_stack ×2, stack ×1." in note
     assert "it_service: sgd alpha=1e-05; cs: queue logistic ×2, sgd ×1; priority sgd ×2, logistic ×1." in note
+
+
+def test_a_jobs_key_names_its_variant_and_the_same_rows_under_another() -> None:
+    key = fold_key("cs", "plain SGD", "5-fold CV", 2)
+    assert (key, variant_of(key)) == ("cs 5-fold CV fold 3 (plain SGD)", "plain SGD")
+    assert with_variant(key, "tags") == fold_key("cs", "tags", "5-fold CV", 2)
+    assert variant_of("it_service stack") == ""
 
 
 def test_the_paired_bootstrap_interval_holds_the_margin_and_narrows_with_more_tickets() -> None:

@@ -50,6 +50,7 @@ READ = [
     ("embedding_max_tokens", "TICKETFLOW_EMBEDDING_MAX_TOKENS", "64", 64),
     ("cv_folds", "TICKETFLOW_CV_FOLDS", "3", 3),
     ("sgd_alphas", "TICKETFLOW_SGD_ALPHAS", "[1e-4, 1e-3]", (1e-4, 1e-3)),
+    ("sgd_average", "TICKETFLOW_SGD_AVERAGE", "false", False),
     ("logistic_cs", "TICKETFLOW_LOGISTIC_CS", "4,16", (4.0, 16.0)),
     ("neighbour_ks", "TICKETFLOW_NEIGHBOUR_KS", "3,10", (3, 10)),
     ("classifier_forms", "TICKETFLOW_CLASSIFIER_FORMS", "stack, text", ("stack", "text")),

@@ -172,11 +172,11 @@ def test_stack_fit_is_deterministic_and_picks_the_best_text_model_of_the_grid():
     grid = {"sgd_alphas": (1e-4, 1e-3), "logistic_cs": (1.0, 8.0)}
     first, index = fit_stack(texts, vectors, labels, **grid)
     second, _ = fit_stack(texts, vectors, labels, **grid)
-    candidates = [TextModelSpec("sgd", 1e-4), TextModelSpec("sgd", 1e-3)]
+    candidates = [TextModelSpec("sgd", 1e-4, averaged=True), TextModelSpec("sgd", 1e-3, averaged=True)]
     candidates += [TextModelSpec("logistic", 1.0), TextModelSpec("logistic", 8.0)]
     scores = first.text_search_scores_
     assert list(scores) == [str(spec) for spec in candidates]
-    assert list(scores) == ["sgd alpha=0.0001", "sgd alpha=0.001", "logistic C=1", "logistic C=8"]
+    assert list(scores) == ["sgd alpha=0.0001, averaged", "sgd alpha=0.001, averaged", "logistic C=1", "logistic C=8"]
     # The highest out-of-fold macro-F1, the first of the grid among ties; the text model is that candidate's.
     best = next(spec for spec in candidates if scores[str(spec)] == max(scores.values()))
     assert first.text_spec_ == best and first.text_cv_macro_f1_ == scores[str(best)]
@@ -191,6 +191,21 @@ def test_stack_fit_is_deterministic_and_picks_the_best_text_model_of_the_grid():
     query_texts, query_vectors, _ = synthetic(5, seed=4)
     first_proba = probabilities(first, index, query_texts, query_vectors)
     np.testing.assert_array_equal(first_proba, probabilities(second, index, query_texts, query_vectors))
+
+
+def test_sgd_text_models_average_their_weights_unless_told_not_to():
+    texts, vectors, labels = synthetic(30, seed=3)
+    averaged, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,))
+    plain, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), sgd_average=False)
+    assert averaged.text_spec_ == TextModelSpec("sgd", 1e-4, averaged=True)
+    assert plain.text_spec_ == TextModelSpec("sgd", 1e-4) and str(plain.text_spec_) == "sgd alpha=0.0001"
+    averaged_sgd, plain_sgd = (m.text_model_.named_steps["clf"] for m in (averaged, plain))
+    assert (averaged_sgd.average, plain_sgd.average) == (True, False)
+    # The same passes over the same tickets (same seed), but the average of the weights is not the last weights.
+    assert averaged_sgd.n_iter_ == plain_sgd.n_iter_
+    assert not np.allclose(averaged_sgd.coef_, plain_sgd.coef_)
+    query = np.array(synthetic(10, seed=6)[0], dtype=object)
+    np.testing.assert_allclose(averaged.text_proba(query), averaged.text_model_.predict_proba(query), atol=1e-12)
 
 
 @pytest.mark.parametrize("classes", [CLASSES, CLASSES[:2]])
