@@ -254,10 +254,12 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     where a training ticket is never its own neighbour. The boosted model's parameters are tuned on those features
     by seeded successive halving (`tuning.tune_booster`, the configured ones always a candidate). On a few thousand
     noisy tickets boosted trees learn noise: a linear meta-model over the same features, or the text model alone,
-    then scores higher. Whichever of the three (`FORMS`) scores the highest macro-F1 out of fold classifies
-    (`form_`), the boosted one with its configured parameters (tuned on the same folds, its score would be biased
-    upwards); only when it wins is it tuned. The chosen form's out-of-fold scores then fit a softmax temperature
-    (calibrated confidences) and each class's review threshold.
+    then scores higher. The three (`FORMS`) compete on out-of-fold macro-F1, the boosted one with its configured
+    parameters (tuned on the same folds, its score would be biased upwards). The simplest form (text, then
+    linear_stack, then stack) whose score is within one standard error of the best one's classifies (`form_`): the
+    error of the mean of their per-fold differences. A margin smaller than the folds' own disagreement is noise, and
+    a simpler form carries less of it. Only when the boosted stack classifies is it tuned. The chosen form's
+    out-of-fold scores then fit a softmax temperature (calibrated confidences) and each class's review threshold.
 
     Args:
         sgd_alphas: Regularisation strengths tried for an SGD text model (`TextModelSpec`).
@@ -421,9 +423,11 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             self.form_cv_macro_f1_ = {
                 form: _macro_f1(y, self.classes_[scores.argmax(1)]) for form, scores in candidates.items()
             }
-            # Highest out-of-fold macro-F1; among ties the first of `FORMS`. The boosted stack competes with its
-            # configured settings: tuned on these same folds, its score would be the best of several draws.
-            self.form_ = max(competing, key=lambda form: self.form_cv_macro_f1_[form])
+            # Highest out-of-fold macro-F1 (among ties the first of `FORMS`), then the simplest form within one
+            # standard error of it. The boosted stack competes with its configured settings: tuned on these same
+            # folds, its score would be the best of several draws.
+            best = max(competing, key=lambda form: self.form_cv_macro_f1_[form])
+            self.form_ = _simplest_within_one_error(competing, best, candidates, y_index, folds)
             tuning = tune_booster(
                 features,
                 y_index,
@@ -528,6 +532,29 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     def form(self) -> str:
         """What classifies, one of `FORMS` (`form_`)."""
         return self.__dict__.get("form_", "stack")  # models fitted before the choice existed are stacks
+
+
+def _simplest_within_one_error(
+    competing: Sequence[str], best: str, candidates: dict[str, np.ndarray], y_index: np.ndarray, folds: list
+) -> str:
+    """The simplest form whose out-of-fold macro-F1 is within one standard error of the best form's.
+
+    The error is that of the mean of the per-fold differences from the best form (the one-standard-error rule):
+    a margin smaller than the folds' own disagreement is noise, and the simpler form then carries less of it.
+    """
+    for form in reversed(FORMS):  # simplest first: text, linear_stack, stack
+        if form not in competing or form == best:
+            if form == best:
+                return best
+            continue
+        differences = [
+            _macro_f1(y_index[valid], candidates[best][valid].argmax(1))
+            - _macro_f1(y_index[valid], candidates[form][valid].argmax(1))
+            for _, valid in folds
+        ]
+        if np.mean(differences) <= np.std(differences, ddof=1) / np.sqrt(len(differences)):
+            return form
+    return best
 
 
 def _macro_f1(y: np.ndarray, predicted: np.ndarray) -> float:

@@ -111,7 +111,7 @@ def test_a_search_stopped_between_rungs_keeps_the_best_of_the_last_scored_rung()
 
 def test_the_stack_fits_its_meta_model_with_the_chosen_parameters():
     texts, vectors, labels = synthetic(30, seed=3)
-    model, _ = fit_stack(texts, vectors, labels, tuning_trials=4)
+    model, _ = fit_stack(texts, vectors, labels, tuning_trials=4, forms=("stack",))  # tuned only when it classifies
     assert model.booster_params_ == model.tuning_["best_params"]
     assert len(model.tuning_["trials"]) == 4
     # One tree per class and iteration: the flattened forest holds exactly the chosen number of iterations.
@@ -120,7 +120,7 @@ def test_the_stack_fits_its_meta_model_with_the_chosen_parameters():
 
 def test_one_trial_keeps_the_configured_meta_model():
     texts, vectors, labels = synthetic(30, seed=3)
-    model, _ = fit_stack(texts, vectors, labels, tuning_trials=1)
+    model, _ = fit_stack(texts, vectors, labels, tuning_trials=1, forms=("stack",))
     assert model.booster_params_["max_iter"] == 20  # QUICK's booster_iterations
     assert len(model.forest_.roots) == 20 * len(CLASSES)
 
