@@ -671,10 +671,11 @@ def form_note(it: Mapping, cs_name: str, done: Mapping[str, object]) -> str:
     cs_forms = _choice_counts(cs_name, done, "form")
     cs_text = _choice_counts(cs_name, done, "text_model", kind=lambda name: name.split()[0])
     return (
-        f"- The default's form per target, chosen by out-of-fold macro-F1 in each fit (boosted `stack`, logistic "
-        f"`linear_stack`, or the `text` model alone): {it['name']} {it['target']}: {info.get('form', 'stack')}; "
-        f"{cs_name}, over its {fits} fits: {cs_forms}. Its text model (TF-IDF + `sgd` or `logistic`, likewise "
-        f"chosen): {it['name']}: {info.get('text_model', 'sgd')}; {cs_name}: {cs_text}."
+        f"- The default's form per target, chosen in each fit on out-of-fold macro-F1 (the simplest within one "
+        f"standard error of the best; boosted `stack`, logistic `linear_stack`, or the `text` model alone): "
+        f"{it['name']} {it['target']}: {info.get('form', 'stack')}; "
+        f"{cs_name}, over its {fits} fits: {cs_forms}. Its text model (TF-IDF + `sgd` or `logistic`, the highest "
+        f"out-of-fold macro-F1): {it['name']}: {info.get('text_model', 'sgd')}; {cs_name}: {cs_text}."
     )
 
 
