@@ -542,15 +542,15 @@ def _simplest_within_one_error(
     The error is that of the mean of the per-fold differences from the best form (the one-standard-error rule):
     a margin smaller than the folds' own disagreement is noise, and the simpler form then carries less of it.
     """
+    best_per_fold = [_macro_f1(y_index[valid], candidates[best][valid].argmax(1)) for _, valid in folds]
     for form in reversed(FORMS):  # simplest first: text, linear_stack, stack
-        if form not in competing or form == best:
-            if form == best:
-                return best
+        if form == best:
+            break
+        if form not in competing:
             continue
         differences = [
-            _macro_f1(y_index[valid], candidates[best][valid].argmax(1))
-            - _macro_f1(y_index[valid], candidates[form][valid].argmax(1))
-            for _, valid in folds
+            best_score - _macro_f1(y_index[valid], candidates[form][valid].argmax(1))
+            for best_score, (_, valid) in zip(best_per_fold, folds, strict=True)
         ]
         if np.mean(differences) <= np.std(differences, ddof=1) / np.sqrt(len(differences)):
             return form
