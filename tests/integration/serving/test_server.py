@@ -692,7 +692,12 @@ def test_review_queue_lists_unlabelled_flagged_tickets_least_confident_first(ser
     assert minimums == sorted(minimums)
     ours = [item for item in items if item["ticket_id"].startswith("rq-")]
     # Ties go oldest first, and a request's tickets are logged in order.
-    assert [i["ticket_id"] for i in ours] == sorted(flagged, key=lambda t: (flagged[t], int(t.split("-")[-1])))
+    expected = sorted(flagged, key=lambda t: (flagged[t], int(t.split("-")[-1])))
+    listed = [i["ticket_id"] for i in ours]
+    # This module's server has also logged the other tests' traffic (hundreds of fuzzed and concurrent requests):
+    # when that fills the queue's 1000 places, only the most confident of ours may be cut, never one in between.
+    assert listed == (expected if len(items) < 1000 else expected[: len(listed)]) and listed
+    assert all(flagged[t] >= minimums[-1] for t in expected[len(listed) :])
     by_id = {a["id"]: a for a in answers}
     for item in ours:
         answer = by_id[item["ticket_id"]]
@@ -706,7 +711,9 @@ def test_review_queue_lists_unlabelled_flagged_tickets_least_confident_first(ser
     assert labelled.status_code == 200, labelled.text
     after = [i["ticket_id"] for i in requests.get(server.url + REVIEW_QUEUE, params={"limit": 1000}, timeout=30).json()]
     assert first not in after
-    assert [t for t in after if t.startswith("rq-")] == [i["ticket_id"] for i in ours[1:]]
+    listed_after = [t for t in after if t.startswith("rq-")]
+    # The labelled one is gone; a ticket of ours cut from a full queue before may now take the freed place.
+    assert listed_after[: len(listed) - 1] == listed[1:] and listed_after == expected[1 : len(listed_after) + 1]
     assert len(requests.get(server.url + REVIEW_QUEUE, params={"limit": 1}, timeout=30).json()) == 1
     for limit in ("0", "1001", "many"):
         assert requests.get(server.url + REVIEW_QUEUE, params={"limit": limit}, timeout=30).status_code == 422
