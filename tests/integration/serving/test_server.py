@@ -382,6 +382,19 @@ def test_client_errors_are_logged_at_info_without_a_traceback_server_errors_with
     assert logged.count("Traceback") == 1  # logged once, not again by kserve or uvicorn
 
 
+def test_requests_and_probes_write_no_trace_lines(server: Server) -> None:
+    """KServe's per-request timing lines (`kserve.trace`, two per request) are off: Prometheus times requests."""
+    since = server.log_path.stat().st_size
+    for _ in range(3):
+        assert requests.get(f"{server.url}/v2/models/{MODEL}/ready", timeout=30).status_code == 200
+        assert requests.post(server.url + V1, json={"instances": ["vpn drops every hour"]}, timeout=30).ok
+    # A client error is logged at INFO: once its line is in the log, so would be the lines of the requests before it.
+    assert requests.post(server.url + V1, data=b"not json", timeout=30).status_code == 400
+    logged = new_log_lines(server, since, [f"POST {V1} -> 400"])
+    assert f"POST {V1} -> 400" in logged
+    assert "kserve.trace" not in logged and "time:wall" not in logged, logged[-2000:]
+
+
 def test_chunked_bodies_are_counted_against_the_limit(server: Server) -> None:
     """Without a declared length the guard reads the body itself: over the limit is a 413, under it is served."""
 
