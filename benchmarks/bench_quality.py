@@ -79,6 +79,7 @@ BOOTSTRAP_ROUNDS = 1000  # resamples of a single test split (paired: both models
 ALTERNATIVES = {
     "logistic text candidates": {"logistic_cs": (1.0, 4.0, 16.0)},
     "plain SGD": {"sgd_average": False},
+    "no character n-grams": {"char_ngrams": False},
 }
 CANDIDATES = {  # key → the table's name, in the table's order
     "baseline": "baseline: TF-IDF + LogisticRegression (C by 3-fold CV)",
@@ -664,18 +665,24 @@ def _choice_counts(cs_name: str, done: Mapping[str, object], field: str, kind=la
     )
 
 
+def text_model_kind(name: str) -> str:
+    """A text model's kind from its name (`str(TextModelSpec)`): `sgd` or `logistic`, with ` + chars` if it votes."""
+    return name.split()[0] + (" + chars" if name.endswith("+ chars") else "")
+
+
 def form_note(it: Mapping, cs_name: str, done: Mapping[str, object]) -> str:
     """Which form (`model.FORMS`) and which kind of text model the default chose out of fold, per target and fit."""
     info = it["candidates"]["stack"]["info"]
     fits = sum(1 for result in _default_fits(cs_name, done).values() if "form" in result)
     cs_forms = _choice_counts(cs_name, done, "form")
-    cs_text = _choice_counts(cs_name, done, "text_model", kind=lambda name: name.split()[0])
+    cs_text = _choice_counts(cs_name, done, "text_model", kind=text_model_kind)
     return (
         f"- The default's form per target, chosen in each fit on out-of-fold macro-F1 (the simplest within one "
         f"standard error of the best; boosted `stack`, logistic `linear_stack`, or the `text` model alone): "
         f"{it['name']} {it['target']}: {info.get('form', 'stack')}; "
-        f"{cs_name}, over its {fits} fits: {cs_forms}. Its text model (TF-IDF + `sgd` or `logistic`, the highest "
-        f"out-of-fold macro-F1): {it['name']}: {info.get('text_model', 'sgd')}; {cs_name}: {cs_text}."
+        f"{cs_name}, over its {fits} fits: {cs_forms}. Its text model (TF-IDF + `sgd` or `logistic`, `+ chars` "
+        f"where a character n-gram model votes beside it; the highest out-of-fold macro-F1, a character vote only "
+        f"by more than one standard error): {it['name']}: {info.get('text_model', 'sgd')}; {cs_name}: {cs_text}."
     )
 
 

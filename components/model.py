@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -26,7 +26,7 @@ import sklearn
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, VotingClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, SGDClassifier
@@ -77,6 +77,15 @@ def tfidf_words() -> TfidfVectorizer:
     return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, dtype=np.float32)
 
 
+def tfidf_chars() -> TfidfVectorizer:
+    """TF-IDF of character 2–5 grams within words (sublinear tf) seen in at least two tickets.
+
+    They match the parts of words that word n-grams see only whole: German compounds ("Druckertreiber" shares
+    "drucker" with "Drucker"), inflections and misspellings.
+    """
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, dtype=np.float32)
+
+
 def text_pipeline(alpha: float, random_state: int) -> Pipeline:
     """TF-IDF word 1–2 grams (sublinear tf) and a class-balanced linear model with log-loss (probabilities)."""
     return TextModelSpec("sgd", alpha).pipeline(random_state)
@@ -86,6 +95,9 @@ def text_pipeline(alpha: float, random_state: int) -> Pipeline:
 class TextModelSpec:
     """One candidate text model: `tfidf_words` and a class-balanced linear classifier with log-loss.
 
+    With `chars`, a second classifier of the same kind reads `tfidf_chars`, and the two vote: their class
+    probabilities are averaged (`VotingClassifier`, soft voting).
+
     Attributes:
         kind: "sgd" (`SGDClassifier`: one-vs-rest, a few passes, seconds on 30k tickets) or "logistic"
             (multinomial `LogisticRegression` solved by Newton-CG: exact, a few seconds on 30k tickets; on a few
@@ -94,16 +106,25 @@ class TextModelSpec:
         averaged: SGD only: the average of its weights over the passes (averaged SGD) instead of the last ones. The
             last step's weights swing with the order of the tickets; their average is steadier, which counts on a few
             thousand noisy tickets (customer_support queue: BENCHMARKS.md, Quality).
+        chars: Whether a model on character n-grams votes beside the word model.
     """
 
     kind: Literal["sgd", "logistic"]
     strength: float
     averaged: bool = False
+    chars: bool = False
 
     def __str__(self) -> str:
         if self.kind == "logistic":
-            return f"logistic C={self.strength:g}"
-        return f"sgd alpha={self.strength:g}" + (", averaged" if self.averaged else "")
+            name = f"logistic C={self.strength:g}"
+        else:
+            name = f"sgd alpha={self.strength:g}" + (", averaged" if self.averaged else "")
+        return name + (" + chars" if self.chars else "")
+
+    @property
+    def words_only(self) -> TextModelSpec:
+        """The same model without the character n-grams."""
+        return replace(self, chars=False)
 
     def classifier(self, random_state: int) -> SGDClassifier | LogisticRegression:
         """The unfitted classifier (on TF-IDF rows)."""
@@ -120,9 +141,13 @@ class TextModelSpec:
         # Newton-CG needs ~10 iterations where lbfgs needs ~100 on these problems: 5-10x faster, same optimum.
         return LogisticRegression(C=self.strength, class_weight="balanced", solver="newton-cg", max_iter=1000)
 
-    def pipeline(self, random_state: int) -> Pipeline:
-        """TF-IDF and the classifier, unfitted."""
-        return Pipeline([("tfidf", tfidf_words()), ("clf", self.classifier(random_state))])
+    def pipeline(self, random_state: int) -> Pipeline | VotingClassifier:
+        """TF-IDF and the classifier, unfitted; with `chars`, the soft vote of the word and the character model."""
+        words = Pipeline([("tfidf", tfidf_words()), ("clf", self.classifier(random_state))])
+        if not self.chars:
+            return words
+        chars = Pipeline([("tfidf", tfidf_chars()), ("clf", self.classifier(random_state))])
+        return VotingClassifier([("words", words), ("chars", chars)], voting="soft")
 
 
 class FusionClassifier(ClassifierMixin, BaseEstimator):
@@ -267,6 +292,9 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         logistic_cs: Inverse regularisation strengths tried for a logistic-regression text model; empty tries none.
             Of every SGD and logistic candidate the highest out-of-fold macro-F1 wins (ties: SGD, then the order
             given).
+        char_ngrams: Whether each candidate also competes with a character n-gram model voting beside it
+            (`TextModelSpec.chars`). Such a candidate wins only by more than one standard error over its word model
+            alone (the per-fold differences, as for the forms): it costs a second TF-IDF at training and serving.
         neighbour_ks: Neighbourhood sizes whose votes are features, e.g. (5, 20, 50).
         booster_iterations: Boosting iterations of the meta-model (the tuner's first candidate, like the next three).
         booster_learning_rate: Its learning rate.
@@ -297,6 +325,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         sgd_alphas: Sequence[float] = (1e-5, 3e-5),
         sgd_average: bool = True,
         logistic_cs: Sequence[float] = (),
+        char_ngrams: bool = True,
         neighbour_ks: Sequence[int] = (5, 20, 50),
         booster_iterations: int = 100,
         booster_learning_rate: float = 0.1,
@@ -312,6 +341,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         self.sgd_alphas = sgd_alphas
         self.sgd_average = sgd_average
         self.logistic_cs = logistic_cs
+        self.char_ngrams = char_ngrams
         self.neighbour_ks = neighbour_ks
         self.booster_iterations = booster_iterations
         self.booster_learning_rate = booster_learning_rate
@@ -326,17 +356,27 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
 
     def _text_specs(self) -> list[TextModelSpec]:
         sgd = [TextModelSpec("sgd", float(alpha), bool(self.sgd_average)) for alpha in self.sgd_alphas]
-        return sgd + [TextModelSpec("logistic", float(c)) for c in self.logistic_cs]
+        words = sgd + [TextModelSpec("logistic", float(c)) for c in self.logistic_cs]
+        # Every word model first: a character candidate's out-of-fold probabilities average its word model's.
+        return words + ([replace(spec, chars=True) for spec in words] if self.char_ngrams else [])
 
     def _text_oof_proba(self, texts: np.ndarray, y: np.ndarray, folds: list) -> dict[TextModelSpec, np.ndarray]:
-        """Each text candidate's out-of-fold class probabilities (one TF-IDF fit per fold serves them all)."""
-        oof = {spec: np.zeros((len(y), len(self.classes_))) for spec in self._text_specs()}
+        """Each text candidate's out-of-fold class probabilities (one TF-IDF fit per fold and n-gram kind)."""
+        specs = self._text_specs()
+        oof = {spec: np.zeros((len(y), len(self.classes_))) for spec in specs}
+        makers = {False: tfidf_words, True: tfidf_chars}
         for train_idx, valid_idx in folds:
-            tfidf = tfidf_words()
-            train_rows, valid_rows = tfidf.fit_transform(texts[train_idx]), tfidf.transform(texts[valid_idx])
-            for spec, proba in oof.items():
+            rows = {}
+            for chars in sorted({spec.chars for spec in specs}):
+                tfidf = makers[chars]()
+                rows[chars] = (tfidf.fit_transform(texts[train_idx]), tfidf.transform(texts[valid_idx]))
+            for spec in specs:
+                train_rows, valid_rows = rows[spec.chars]
                 classifier = spec.classifier(self.random_state).fit(train_rows, y[train_idx])
-                proba[valid_idx] = np.exp(_aligned_log_proba(classifier, valid_rows, self.classes_))
+                proba = np.exp(_aligned_log_proba(classifier, valid_rows, self.classes_))
+                if spec.chars:  # the soft vote with its word model, whose probabilities are in already
+                    proba = (proba + oof[spec.words_only][valid_idx]) / 2
+                oof[spec][valid_idx] = proba
         return oof
 
     def _configured_booster_params(self) -> dict[str, object]:
@@ -401,8 +441,14 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             warnings.simplefilter("ignore", ConvergenceWarning)
             oof_text = self._text_oof_proba(texts, y, folds)
             text_scores = {spec: _macro_f1(y, self.classes_[p.argmax(1)]) for spec, p in oof_text.items()}
-            # Highest macro-F1; among ties the first (SGD's, then logistic ones, each in the order given) wins.
-            self.text_spec_ = max(text_scores, key=lambda spec: text_scores[spec])
+            # Highest macro-F1; among ties the first (SGD's, then logistic ones, each in the order given) wins; a
+            # character vote must beat its word model alone by more than the folds' own disagreement.
+            best_text = max(text_scores, key=lambda spec: text_scores[spec])
+            if best_text.chars and _within_one_error(
+                oof_text[best_text], oof_text[best_text.words_only], y_index, folds
+            ):
+                best_text = best_text.words_only
+            self.text_spec_ = best_text
             self.text_cv_macro_f1_ = text_scores[self.text_spec_]
             self.text_search_scores_ = {str(spec): score for spec, score in text_scores.items()}
             features = np.hstack([oof_text[self.text_spec_], self._votes(neighbours)])
@@ -482,8 +528,18 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
 
     def text_proba(self, texts: np.ndarray) -> np.ndarray:
         """The text model's class probabilities, as its `predict_proba` gives them (`_decision`)."""
-        classifier = self.text_model_.named_steps["clf"]
-        decision = self._decision("_text_weights", classifier, self.text_model_.named_steps["tfidf"].transform(texts))
+        if isinstance(self.text_model_, VotingClassifier):  # word and character models: the mean of theirs
+            parts = [
+                self._pipeline_proba(f"_text_weights_{number}", pipeline, texts)
+                for number, pipeline in enumerate(self.text_model_.estimators_)
+            ]
+            return np.mean(parts, axis=0)
+        return self._pipeline_proba("_text_weights", self.text_model_, texts)
+
+    def _pipeline_proba(self, name: str, pipeline: Pipeline, texts: np.ndarray) -> np.ndarray:
+        """A TF-IDF + linear classifier pipeline's class probabilities, as its `predict_proba` gives them."""
+        classifier = pipeline.named_steps["clf"]
+        decision = self._decision(name, classifier, pipeline.named_steps["tfidf"].transform(texts))
         if decision.shape[1] == 1:  # two classes: both kinds give the second one sigmoid(decision)
             positive = expit(decision[:, 0])
             return np.column_stack([1.0 - positive, positive])
@@ -497,8 +553,8 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         """Pickles without the contiguous copies of coefficients (made again on first use) and `oof_proba_`."""
         # scikit-learn's records its version; on Python 3.11+ it is the instance's own __dict__, so copy before popping.
         state = dict(super().__getstate__())
-        state.pop("_text_weights", None)
-        state.pop("_meta_weights", None)
+        for name in [key for key in state if key.startswith(("_text_weights", "_meta_weights"))]:
+            state.pop(name)
         state.pop("oof_proba_", None)  # one row per training ticket: the audit's input, of no use to predictions
         return state
 
@@ -542,19 +598,24 @@ def _simplest_within_one_error(
     The error is that of the mean of the per-fold differences from the best form (the one-standard-error rule):
     a margin smaller than the folds' own disagreement is noise, and the simpler form then carries less of it.
     """
-    best_per_fold = [_macro_f1(y_index[valid], candidates[best][valid].argmax(1)) for _, valid in folds]
     for form in reversed(FORMS):  # simplest first: text, linear_stack, stack
         if form == best:
             break
-        if form not in competing:
-            continue
-        differences = [
-            best_score - _macro_f1(y_index[valid], candidates[form][valid].argmax(1))
-            for best_score, (_, valid) in zip(best_per_fold, folds, strict=True)
-        ]
-        if np.mean(differences) <= np.std(differences, ddof=1) / np.sqrt(len(differences)):
+        if form in competing and _within_one_error(candidates[best], candidates[form], y_index, folds):
             return form
     return best
+
+
+def _within_one_error(best_scores: np.ndarray, scores: np.ndarray, y_index: np.ndarray, folds: list) -> bool:
+    """Whether out-of-fold `scores` lose to `best_scores` by no more than one standard error, in macro-F1.
+
+    The error is that of the mean of the per-fold differences (either kind of score: one column per class).
+    """
+    differences = [
+        _macro_f1(y_index[valid], best_scores[valid].argmax(1)) - _macro_f1(y_index[valid], scores[valid].argmax(1))
+        for _, valid in folds
+    ]
+    return bool(np.mean(differences) <= np.std(differences, ddof=1) / np.sqrt(len(differences)))
 
 
 def _macro_f1(y: np.ndarray, predicted: np.ndarray) -> float:

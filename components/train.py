@@ -45,6 +45,7 @@ def fit_ticket_model(
             sgd_alphas=cfg.sgd_alphas,
             sgd_average=cfg.sgd_average,
             logistic_cs=cfg.logistic_cs,
+            char_ngrams=cfg.char_ngrams,
             neighbour_ks=cfg.neighbour_ks,
             booster_iterations=cfg.booster_iterations,
             booster_learning_rate=cfg.booster_learning_rate,

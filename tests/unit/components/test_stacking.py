@@ -10,6 +10,7 @@ from scipy.special import softmax
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
+from sklearn.pipeline import Pipeline
 
 from tests.unit.components.test_model import CLASSES, synthetic
 from ticketflow.components.forest import FlatForest
@@ -211,7 +212,7 @@ def test_stack_text_probabilities_equal_the_text_pipelines(stacked):
 
 def test_stack_fit_is_deterministic_and_picks_the_best_text_model_of_the_grid():
     texts, vectors, labels = synthetic(30, seed=3)
-    grid = {"sgd_alphas": (1e-4, 1e-3), "logistic_cs": (1.0, 8.0)}
+    grid = {"sgd_alphas": (1e-4, 1e-3), "logistic_cs": (1.0, 8.0), "char_ngrams": False}
     first, index = fit_stack(texts, vectors, labels, **grid)
     second, _ = fit_stack(texts, vectors, labels, **grid)
     candidates = [TextModelSpec("sgd", 1e-4, averaged=True), TextModelSpec("sgd", 1e-3, averaged=True)]
@@ -235,6 +236,56 @@ def test_stack_fit_is_deterministic_and_picks_the_best_text_model_of_the_grid():
     np.testing.assert_array_equal(first_proba, probabilities(second, index, query_texts, query_vectors))
 
 
+def compound_tickets(n_per_class: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Tickets whose class shows only inside words: the words that carry a class's stem are each seen once."""
+    rng = np.random.default_rng(seed)
+    stems = {"Access": "zugang", "Hardware": "drucker", "Purchase": "bestell"}
+    letters = np.array(list("bcdfghjklmnpqrstvwxz"))
+
+    def noise(size: int) -> str:
+        return "".join(rng.choice(letters, size))
+
+    texts, labels = [], []
+    for label, stem in stems.items():
+        for _ in range(n_per_class):
+            common = rng.choice(["bitte", "danke", "hallo", "heute"], 2)  # words all classes share
+            texts.append(" ".join([noise(4) + stem + noise(3), noise(7), *common]))
+            labels.append(label)
+    return texts, unit_vectors(len(texts), 8, seed), np.asarray(labels)
+
+
+def test_a_character_model_votes_when_words_alone_cannot_tell_the_classes_apart():
+    texts, vectors, labels = compound_tickets(40, seed=0)
+    model, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,))
+    scores = model.text_search_scores_
+    assert list(scores) == ["sgd alpha=0.0001, averaged", "sgd alpha=0.0001, averaged + chars"]
+    # The stems' words are unique (min_df=2 drops them): the word model is near chance, the character vote far above.
+    assert scores["sgd alpha=0.0001, averaged + chars"] > 0.9 > 0.5 > scores["sgd alpha=0.0001, averaged"]
+    assert model.text_spec_ == TextModelSpec("sgd", 1e-4, averaged=True, chars=True)
+    query = np.array(compound_tickets(5, seed=1)[0], dtype=object)
+    words, chars = (pipeline.predict_proba(query) for pipeline in model.text_model_.estimators_)
+    # The fast path gives what scikit-learn's soft vote gives: the mean of the two models' probabilities.
+    np.testing.assert_allclose(model.text_proba(query), (words + chars) / 2, atol=1e-12)
+    np.testing.assert_allclose(model.text_proba(query), model.text_model_.predict_proba(query), atol=1e-12)
+    assert (model.classes_[model.text_proba(query).argmax(1)] == np.repeat(sorted(set(labels)), 5)).all()
+    reloaded = pickle.loads(pickle.dumps(model))
+    assert not [name for name in vars(reloaded) if name.startswith("_text_weights")]  # made again on first use
+    np.testing.assert_allclose(reloaded.text_proba(query), model.text_proba(query), atol=1e-12)
+    # Without the option no character model competes.
+    words_only, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), char_ngrams=False)
+    assert list(words_only.text_search_scores_) == ["sgd alpha=0.0001, averaged"]
+
+
+def test_a_character_vote_within_one_error_of_its_word_model_leaves_it_out():
+    # Words carry the class (the usual synthetic tickets): the character vote cannot win by more than noise.
+    texts, vectors, labels = synthetic(40, seed=0)
+    model, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,))
+    scores = model.text_search_scores_
+    assert abs(scores["sgd alpha=0.0001, averaged + chars"] - scores["sgd alpha=0.0001, averaged"]) < 0.05
+    assert model.text_spec_ == TextModelSpec("sgd", 1e-4, averaged=True)
+    assert isinstance(model.text_model_, Pipeline)
+
+
 def test_sgd_text_models_average_their_weights_unless_told_not_to():
     texts, vectors, labels = synthetic(30, seed=3)
     averaged, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,))
@@ -254,7 +305,9 @@ def test_sgd_text_models_average_their_weights_unless_told_not_to():
 def test_a_logistic_text_model_scores_as_its_pipeline_does(classes):
     texts, vectors, labels = synthetic(30, seed=5)
     keep = np.isin(labels, classes)
-    model, _ = fit_stack(np.asarray(texts)[keep], vectors[keep], labels[keep], sgd_alphas=(), logistic_cs=(4.0,))
+    model, _ = fit_stack(
+        np.asarray(texts)[keep], vectors[keep], labels[keep], sgd_alphas=(), logistic_cs=(4.0,), char_ngrams=False
+    )
     assert model.text_spec_ == TextModelSpec("logistic", 4.0) and list(model.classes_) == sorted(classes)
     query = np.array(synthetic(10, seed=6)[0], dtype=object)
     # Multinomial softmax for three classes, one sigmoid for two: as scikit-learn's own predict_proba.
