@@ -49,6 +49,9 @@ EMBEDDING_PREFIX = "emb_"
 # What can classify a target, in the order that breaks ties of their out-of-fold macro-F1 (NeighbourStackClassifier).
 FORMS = ("stack", "linear_stack", "text")
 _EPS = 1e-9
+# `NeighbourStackClassifier` parameters added after models were registered with it, and what those models did: they
+# trained plain SGD without character n-grams. Unpickled without them, `get_params` (and so `repr`) would raise.
+_PARAMETERS_BEFORE = {"sgd_average": False, "char_ngrams": False}
 
 
 def feature_frame(texts: Sequence[str], vectors: np.ndarray) -> pd.DataFrame:
@@ -557,6 +560,10 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             state.pop(name)
         state.pop("oof_proba_", None)  # one row per training ticket: the audit's input, of no use to predictions
         return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Unpickles; a model pickled before a parameter existed gets the value that says what it did then."""
+        super().__setstate__({**_PARAMETERS_BEFORE, **state})
 
     def features(self, texts: np.ndarray, neighbours: Neighbours) -> np.ndarray:
         """The meta-model's input: the text model's class probabilities and the neighbours' votes."""

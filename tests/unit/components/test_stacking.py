@@ -286,6 +286,22 @@ def test_a_character_vote_within_one_error_of_its_word_model_leaves_it_out():
     assert isinstance(model.text_model_, Pipeline)
 
 
+def test_a_model_pickled_before_the_newer_parameters_loads_with_what_it_did_then(stacked):
+    model, _ = stacked
+    state = pickle.loads(pickle.dumps(model)).__getstate__()
+    for name in ("sgd_average", "char_ngrams"):  # as pickled before these parameters existed
+        del state[name]
+    old = NeighbourStackClassifier.__new__(NeighbourStackClassifier)
+    old.__setstate__(state)
+    # Plain SGD and no character vote: what every model trained then did. get_params and repr work again.
+    assert (old.get_params()["sgd_average"], old.get_params()["char_ngrams"]) == (False, False)
+    assert "NeighbourStackClassifier(" in repr(old)
+    texts = np.array(synthetic(5, seed=9)[0], dtype=object)
+    np.testing.assert_allclose(old.text_proba(texts), model.text_proba(texts))
+    # A model pickled with them keeps its own.
+    assert pickle.loads(pickle.dumps(model)).get_params()["sgd_average"] is True
+
+
 def test_sgd_text_models_average_their_weights_unless_told_not_to():
     texts, vectors, labels = synthetic(30, seed=3)
     averaged, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,))
