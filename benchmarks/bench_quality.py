@@ -79,7 +79,7 @@ BOOTSTRAP_ROUNDS = 1000  # resamples of a single test split (paired: both models
 ALTERNATIVES = {
     "logistic text candidates": {"logistic_cs": (1.0, 4.0, 16.0)},
     "plain SGD": {"sgd_average": False},
-    "no character n-grams": {"char_ngrams": False},
+    "character n-gram candidates": {"char_ngrams": True},
 }
 CANDIDATES = {  # key → the table's name, in the table's order
     "baseline": "baseline: TF-IDF + LogisticRegression (C by 3-fold CV)",
@@ -616,12 +616,16 @@ def cs_results(data: Dataset, folds: Mapping, fitted: Mapping[str, Mapping], var
                     )
             for target, scores in per_target.items():
                 summary = aggregate(scores)
-                if len(splits) == 1:  # one split: how far its margin could move on another draw of tickets
+                if len(splits) == 1:  # one split: how far its margins could move on another draw of tickets
                     held_out = splits[0][1]
                     models = fitted[fold_key(data.name, variant, scheme, 0)]["targets"][target]
-                    summary["margin_ci"] = {
-                        "macro_f1": paired_bootstrap(y[target][held_out], models["default"][0], models["baseline"][0])
-                    }
+                    truth, default, baseline = y[target][held_out], models["default"][0], models["baseline"][0]
+                    summary["margin_ci"] = {"macro_f1": paired_bootstrap(truth, default, baseline)}
+                    for lang in sorted(set(languages[held_out])) if languages is not None else ():
+                        rows = languages[held_out] == lang
+                        summary["margin_ci"][f"macro_f1 {lang}"] = paired_bootstrap(
+                            truth[rows], np.asarray(default)[rows], np.asarray(baseline)[rows]
+                        )
                 out.setdefault(variant, {}).setdefault(scheme, {})[target] = {"folds": scores, "summary": summary}
     return out
 
@@ -701,10 +705,17 @@ def candidates_table(it: Mapping, seconds: Mapping[str, list[float]]) -> list[st
     return lines
 
 
+def language_cell(default: Mapping, baseline: Mapping, interval: Sequence[float] | None = None) -> str:
+    """A language's `default / baseline` macro-F1 (means), the margin, and on a single split its 95 % interval."""
+    margin = default["mean"] - baseline["mean"]
+    spread = "" if interval is None else f"; CI {interval[0]:+.3f} to {interval[1]:+.3f}"
+    return f"{default['mean']:.3f} / {baseline['mean']:.3f} ({margin:+.3f}{spread})".replace("-", "−")
+
+
 def cs_table(name: str, cs: Mapping, languages: Sequence[str]) -> dict:
     """The customer_support table: one row per target × scheme × tags variant."""
     columns = ["target", "evaluation", "macro-F1 default / baseline", "≥ baseline?", "accuracy default / baseline"]
-    columns += ["≥ baseline?", *(f"{lang}: macro-F1 default / baseline" for lang in languages)]
+    columns += ["≥ baseline?", *(f"{lang}: macro-F1 default / baseline (margin)" for lang in languages)]
     rows = []
     for variant, schemes in cs.items():
         for scheme, targets in schemes.items():
@@ -717,8 +728,8 @@ def cs_table(name: str, cs: Mapping, languages: Sequence[str]) -> dict:
                 row += [pair_cell(d["accuracy"], b["accuracy"]), met_cell(d["accuracy"], b["accuracy"])]
                 for lang in languages:
                     dl, bl = s["default"].get(lang), s["baseline"].get(lang)
-                    cell = "—" if dl is None else f"{dl['macro_f1']['mean']:.3f} / {bl['macro_f1']['mean']:.3f}"
-                    row.append(cell)
+                    interval = s.get("margin_ci", {}).get(f"macro_f1 {lang}")
+                    row.append("—" if dl is None else language_cell(dl["macro_f1"], bl["macro_f1"], interval))
                 rows.append(row)
     return {"columns": columns, "rows": rows}
 

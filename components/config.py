@@ -116,8 +116,8 @@ class TicketflowConfig(BaseSettings):
             TF-IDF, e.g. `1,4,16`; none by default (`[]`). The candidate of either kind with the highest out-of-fold
             macro-F1 classifies.
         char_ngrams: Whether each text candidate also competes with a character 2–5-gram model voting beside it
-            (soft vote); it classifies only when it beats its word model alone by more than one standard error out of
-            fold (BENCHMARKS.md, Quality: "no character n-grams" is the default without them).
+            (soft vote); it classifies only when it beats the best word model by more than one standard error out of
+            fold. Off by default (BENCHMARKS.md, Quality: "character n-gram candidates").
         neighbour_ks: Neighbourhood sizes whose label votes the classifier reads, e.g. 5,20,50.
         classifier_forms: The classifier's forms that compete per target, by out-of-fold macro-F1: `stack` (boosted
             meta-model over the text model's probabilities and the neighbour votes), `linear_stack` (a logistic one)
@@ -201,7 +201,9 @@ class TicketflowConfig(BaseSettings):
     # Off by default: on customer_support they lifted queue on the test split but cost priority over the 5-fold CV
     # (more candidates chosen on the same noisy folds; BENCHMARKS.md, Quality, "logistic text candidates").
     logistic_cs: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = ()
-    char_ngrams: bool = True
+    # Off by default: on customer_support they lifted queue by nothing over the 5-fold CV and cost priority there
+    # (0.441 against 0.448 without), at twice the training time (BENCHMARKS.md, "character n-gram candidates").
+    char_ngrams: bool = False
     neighbour_ks: Annotated[tuple[Annotated[int, Field(ge=1)], ...], NoDecode] = Field((5, 20, 50), min_length=1)
     classifier_forms: Annotated[tuple[Literal["stack", "linear_stack", "text"], ...], NoDecode] = Field(
         ("stack", "linear_stack", "text"), min_length=1

@@ -296,8 +296,8 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             Of every SGD and logistic candidate the highest out-of-fold macro-F1 wins (ties: SGD, then the order
             given).
         char_ngrams: Whether each candidate also competes with a character n-gram model voting beside it
-            (`TextModelSpec.chars`). Such a candidate wins only by more than one standard error over its word model
-            alone (the per-fold differences, as for the forms): it costs a second TF-IDF at training and serving.
+            (`TextModelSpec.chars`). Such a candidate wins only by more than one standard error over the best word
+            model (the per-fold differences, as for the forms): it costs a second TF-IDF at training and serving.
         neighbour_ks: Neighbourhood sizes whose votes are features, e.g. (5, 20, 50).
         booster_iterations: Boosting iterations of the meta-model (the tuner's first candidate, like the next three).
         booster_learning_rate: Its learning rate.
@@ -328,7 +328,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         sgd_alphas: Sequence[float] = (1e-5, 3e-5),
         sgd_average: bool = True,
         logistic_cs: Sequence[float] = (),
-        char_ngrams: bool = True,
+        char_ngrams: bool = False,
         neighbour_ks: Sequence[int] = (5, 20, 50),
         booster_iterations: int = 100,
         booster_learning_rate: float = 0.1,
@@ -445,12 +445,12 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             oof_text = self._text_oof_proba(texts, y, folds)
             text_scores = {spec: _macro_f1(y, self.classes_[p.argmax(1)]) for spec, p in oof_text.items()}
             # Highest macro-F1; among ties the first (SGD's, then logistic ones, each in the order given) wins; a
-            # character vote must beat its word model alone by more than the folds' own disagreement.
+            # character vote must beat the best word model by more than the folds' own disagreement.
             best_text = max(text_scores, key=lambda spec: text_scores[spec])
-            if best_text.chars and _within_one_error(
-                oof_text[best_text], oof_text[best_text.words_only], y_index, folds
-            ):
-                best_text = best_text.words_only
+            if best_text.chars:
+                best_words = max((s for s in text_scores if not s.chars), key=lambda spec: text_scores[spec])
+                if _within_one_error(oof_text[best_text], oof_text[best_words], y_index, folds):
+                    best_text = best_words
             self.text_spec_ = best_text
             self.text_cv_macro_f1_ = text_scores[self.text_spec_]
             self.text_search_scores_ = {str(spec): score for spec, score in text_scores.items()}

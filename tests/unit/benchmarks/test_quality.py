@@ -140,7 +140,11 @@ def test_cs_table_has_one_row_per_variant_scheme_and_target() -> None:
     assert len(table["rows"]) == 12 and all(len(row) == len(table["columns"]) for row in table["rows"])
     assert table["rows"][0][:2] == ["cs queue", "test split"]
     assert table["rows"][-1][:2] == ["cs priority", "grouped 5-fold CV, no tags"]
-    assert table["rows"][0][-2:] == ["—", "0.500 / 0.500"]  # no German tickets in the summary
+    assert table["rows"][0][-2:] == ["—", "0.500 / 0.500 (+0.000)"]  # no German tickets in the summary
+    # A single split's language margin carries its bootstrap interval.
+    summary["margin_ci"] = {"macro_f1 en": (-0.031, 0.0125)}
+    summary["default"]["en"] = {**metric, "macro_f1": {"mean": 0.49, "std": None}}
+    assert cs_table("cs", cs, ["de", "en"])["rows"][0][-1] == "0.490 / 0.500 (−0.010; CI −0.031 to +0.013)"
 
 
 def test_limited_stratifies_and_drops_classes_left_too_small() -> None:

@@ -256,7 +256,7 @@ def compound_tickets(n_per_class: int, seed: int) -> tuple[list[str], np.ndarray
 
 def test_a_character_model_votes_when_words_alone_cannot_tell_the_classes_apart():
     texts, vectors, labels = compound_tickets(40, seed=0)
-    model, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,))
+    model, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), char_ngrams=True)
     scores = model.text_search_scores_
     assert list(scores) == ["sgd alpha=0.0001, averaged", "sgd alpha=0.0001, averaged + chars"]
     # The stems' words are unique (min_df=2 drops them): the word model is near chance, the character vote far above.
@@ -271,15 +271,15 @@ def test_a_character_model_votes_when_words_alone_cannot_tell_the_classes_apart(
     reloaded = pickle.loads(pickle.dumps(model))
     assert not [name for name in vars(reloaded) if name.startswith("_text_weights")]  # made again on first use
     np.testing.assert_allclose(reloaded.text_proba(query), model.text_proba(query), atol=1e-12)
-    # Without the option no character model competes.
-    words_only, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), char_ngrams=False)
+    # Without the option (the default) no character model competes.
+    words_only, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,))
     assert list(words_only.text_search_scores_) == ["sgd alpha=0.0001, averaged"]
 
 
 def test_a_character_vote_within_one_error_of_its_word_model_leaves_it_out():
     # Words carry the class (the usual synthetic tickets): the character vote cannot win by more than noise.
     texts, vectors, labels = synthetic(40, seed=0)
-    model, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,))
+    model, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), char_ngrams=True)
     scores = model.text_search_scores_
     assert abs(scores["sgd alpha=0.0001, averaged + chars"] - scores["sgd alpha=0.0001, averaged"]) < 0.05
     assert model.text_spec_ == TextModelSpec("sgd", 1e-4, averaged=True)
