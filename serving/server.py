@@ -6,6 +6,7 @@ by default, so this module builds the same application with kserve's factory and
 - a request body limit (stock KServe accepts any size);
 - blocked model-repository endpoints (`/v2/repository/.../unload` would otherwise let anyone stop serving);
 - a JSON content type for bodies sent without one (tritonclient does that);
+- the V2 infer route without FastAPI's per-request body model and response encoding (`serving/v2_infer.py`);
 - one error body on the whole port, KServe's `{"error": "<message>"}`, for every 4xx and 5xx (FastAPI's own
   answers, `{"detail": ...}`, included); client errors logged at INFO, server errors at ERROR with traceback;
 - a count of every 4xx by reason, for `/metrics`;
@@ -50,6 +51,7 @@ from ticketflow.serving.accounting import FAILED, REJECTED, begin_request
 from ticketflow.serving.auth import authorise
 from ticketflow.serving.feedback_routes import feedback_router
 from ticketflow.serving.predictor import TicketClassifier
+from ticketflow.serving.v2_infer import install_v2_infer
 
 if TYPE_CHECKING:
     from ticketflow.monitoring.feedback import FeedbackStore
@@ -369,6 +371,7 @@ def build_app(
     # already, and our probes log at DEBUG so that they do not fill the log. (By name: timing_asgi is kserve's
     # dependency, not ours.)
     app.user_middleware = [entry for entry in app.user_middleware if entry.cls.__name__ != "TimingMiddleware"]
+    install_v2_infer(app, server.dataplane)
     install_error_handlers(app)
     for error_class in (ModelNotReady, ServerNotReady):
         app.add_exception_handler(error_class, not_ready_handler(model))

@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -187,6 +188,35 @@ def test_v2_infer_returns_named_outputs(server: Server) -> None:
     assert outputs["label_category"]["data"] == ["Hardware", "Access"]
     details = [json.loads(d) for d in outputs["details"]["data"]]
     assert details[0]["labels"]["category"]["label"] == "Hardware" and len(details[0]["similar"]) == 5
+
+
+def test_v2_binary_tensor_requests_get_the_json_answer_and_kserve_s_route_stays_documented(server: Server) -> None:
+    texts = ["printer jammed on floor 3", "please reset my password"]
+    raw = b"".join(struct.pack("<I", len(text.encode())) + text.encode() for text in texts)
+    tensor = {"name": "text", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(raw)}}
+    header = json.dumps({"id": "bin-1", "inputs": [tensor]}).encode()
+    response = requests.post(
+        server.url + V2,
+        data=header + raw,
+        # The header says where the JSON ends, whatever the content type claims (kserve's own route parsed such a
+        # body as JSON and answered 422).
+        headers={"inference-header-content-length": str(len(header)), "content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["id"], answer["model_name"]) == ("bin-1", MODEL)
+    labels = next(o for o in answer["outputs"] if o["name"] == "label_category")
+    assert labels == {
+        "name": "label_category",
+        "shape": [2],
+        "datatype": "BYTES",
+        "parameters": None,
+        "data": ["Hardware", "Access"],
+    }
+    # Our route answers in front of kserve's; kserve's keeps describing the request body in the OpenAPI schema.
+    schema = requests.get(server.url + "/openapi.json", timeout=30).json()
+    assert "requestBody" in schema["paths"]["/v2/models/{model_name}/infer"]["post"]
 
 
 def test_kserve_rest_client_speaks_both_protocols(server: Server) -> None:
