@@ -12,7 +12,7 @@ One difference: a body carrying the binary tensor extension's header is decoded 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER, PredictorProtocol
 from kserve.errors import ModelNotReady
@@ -20,6 +20,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.v2_datamodels import InferenceRequest, InferenceResponse
 from pydantic import ValidationError
+from starlette.routing import Route
 
 V2_INFER_PATH = "/v2/models/{model_name}/infer"
 
@@ -67,19 +68,21 @@ def decode_v2_request(body: bytes, headers: dict[str, str], model_name: str, dat
     return InferRequest.from_inference_request(request, model_name)
 
 
-def v2_infer_router(dataplane: DataPlane) -> APIRouter:
+def v2_infer_route(dataplane: DataPlane) -> Route:
     """The V2 infer route (`POST /v2/models/<name>/infer`) on KServe's data plane.
+
+    A plain Starlette route: FastAPI's dependency solving for a path parameter and a sub-response cost a tenth of
+    the server's work on one ticket, and the app's exception handlers apply to it all the same.
 
     Args:
         dataplane: The data plane KServe's own routes use.
 
     Returns:
-        The router; `install_v2_infer` puts it in front of KServe's route.
+        The route; `install_v2_infer` puts it in front of KServe's.
     """
-    router = APIRouter()
 
-    @router.post(V2_INFER_PATH, include_in_schema=False)
-    async def infer(model_name: str, request: Request) -> Response:
+    async def infer(request: Request) -> Response:
+        model_name = request.path_params["model_name"]
         if not await dataplane.model_ready(model_name, True):  # raises ModelNotFound for another name
             raise ModelNotReady(model_name)
         headers = dict(request.headers)
@@ -98,7 +101,7 @@ def v2_infer_router(dataplane: DataPlane) -> APIRouter:
         content = InferenceResponse.model_validate(response).model_dump_json(by_alias=True)
         return Response(content=content, media_type="application/json", headers=response_headers)
 
-    return router
+    return Route(V2_INFER_PATH, infer, methods=["POST"], include_in_schema=False)
 
 
 def install_v2_infer(app: FastAPI, dataplane: DataPlane) -> None:
@@ -108,4 +111,4 @@ def install_v2_infer(app: FastAPI, dataplane: DataPlane) -> None:
         app: KServe's application, its routes created.
         dataplane: Its data plane.
     """
-    app.router.routes[:0] = v2_infer_router(dataplane).routes
+    app.router.routes.insert(0, v2_infer_route(dataplane))
