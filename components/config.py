@@ -202,7 +202,7 @@ class TicketflowConfig(BaseSettings):
     # (more candidates chosen on the same noisy folds; BENCHMARKS.md, Quality, "logistic text candidates").
     logistic_cs: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = ()
     # Off by default: on customer_support they lifted queue by nothing over the 5-fold CV and cost priority there
-    # (0.441 against 0.448 without), at twice the training time (BENCHMARKS.md, "character n-gram candidates").
+    # (0.441 against 0.448 without), at 1.7 times the training time (BENCHMARKS.md, "character n-gram candidates").
     char_ngrams: bool = False
     neighbour_ks: Annotated[tuple[Annotated[int, Field(ge=1)], ...], NoDecode] = Field((5, 20, 50), min_length=1)
     classifier_forms: Annotated[tuple[Literal["stack", "linear_stack", "text"], ...], NoDecode] = Field(
