@@ -198,6 +198,9 @@ class TicketflowConfig(BaseSettings):
     cv_folds: int = Field(5, ge=2)
     sgd_alphas: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = Field((1e-5, 3e-5), min_length=1)
     sgd_average: bool = True
+    # Off by default: on customer_support they lifted queue on the test split but cost priority over the 5-fold CV
+    # (more candidates chosen on the same noisy folds; BENCHMARKS.md, Quality, "logistic text candidates").
+    logistic_cs: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = ()
     # Off by default: on customer_support they lifted queue by nothing over the 5-fold CV and cost priority there
     # (0.441 against 0.448 without; BENCHMARKS.md, "character n-gram candidates"); it_service trained 1.7 times as long.
     char_ngrams: bool = False
