@@ -227,11 +227,16 @@ def pair_cell(default: Mapping, baseline: Mapping) -> str:
     return f"{_value(default, digits)} / {_value(baseline, digits)}"
 
 
+def margin_text(margin: float, interval: Sequence[float] | None, interval_name: str) -> str:
+    """`(+0.010)`, or with an interval `(+0.010; <interval_name> −0.020 to +0.040)`, minus signs typeset."""
+    spread = "" if interval is None else f"; {interval_name} {interval[0]:+.3f} to {interval[1]:+.3f}"
+    return f"({margin:+.3f}{spread})".replace("-", "−")
+
+
 def met_cell(default: Mapping, baseline: Mapping, interval: Sequence[float] | None = None) -> str:
     """Whether the default's (mean) score reaches the baseline's, with the margin (and its 95 % interval)."""
     margin = default["mean"] - baseline["mean"]
-    spread = "" if interval is None else f"; 95 % CI {interval[0]:+.3f} to {interval[1]:+.3f}"
-    return f"{'yes' if margin >= 0 else '**no**'} ({margin:+.3f}{spread})".replace("-", "−")
+    return f"{'yes' if margin >= 0 else '**no**'} {margin_text(margin, interval, '95 % CI')}"
 
 
 def paired_bootstrap(
@@ -595,6 +600,14 @@ def it_service_results(data: Dataset, fitted: Mapping[str, Mapping], cfg) -> dic
     }
 
 
+def language_slices(languages: np.ndarray | None, held_out: np.ndarray) -> dict[str, np.ndarray]:
+    """Masks over the held-out rows: `all`, and one per language of the data when it has a `language` column."""
+    slices = {"all": np.ones(len(held_out), dtype=bool)}
+    if languages is not None:
+        slices |= {lang: languages[held_out] == lang for lang in sorted(set(languages))}
+    return slices
+
+
 def cs_results(data: Dataset, folds: Mapping, fitted: Mapping[str, Mapping], variants: Sequence[str]) -> dict:
     """Per variant, scheme and target: each fold's scores (overall and per language) and their mean ± std."""
     y = {t: data.frame[t].astype(str).to_numpy() for t in data.mapping.label_columns}
@@ -607,9 +620,7 @@ def cs_results(data: Dataset, folds: Mapping, fitted: Mapping[str, Mapping], var
             per_target: dict = {t: [] for t in data.mapping.label_columns}
             for number, (_, held_out) in enumerate(splits):
                 result = fitted[fold_key(data.name, variant, scheme, number)]
-                slices = {"all": np.ones(len(held_out), dtype=bool)}
-                if languages is not None:
-                    slices |= {lang: languages[held_out] == lang for lang in sorted(set(languages))}
+                slices = language_slices(languages, held_out)
                 for target, models in result["targets"].items():
                     per_target[target].append(
                         {m: slice_scores(y[target][held_out], *models[m], slices) for m in MODELS}
@@ -619,13 +630,15 @@ def cs_results(data: Dataset, folds: Mapping, fitted: Mapping[str, Mapping], var
                 if len(splits) == 1:  # one split: how far its margins could move on another draw of tickets
                     held_out = splits[0][1]
                     models = fitted[fold_key(data.name, variant, scheme, 0)]["targets"][target]
-                    truth, default, baseline = y[target][held_out], models["default"][0], models["baseline"][0]
-                    summary["margin_ci"] = {"macro_f1": paired_bootstrap(truth, default, baseline)}
-                    for lang in sorted(set(languages[held_out])) if languages is not None else ():
-                        rows = languages[held_out] == lang
-                        summary["margin_ci"][f"macro_f1 {lang}"] = paired_bootstrap(
-                            truth[rows], np.asarray(default)[rows], np.asarray(baseline)[rows]
+                    truth = y[target][held_out]
+                    default, baseline = (np.asarray(models[model][0]) for model in ("default", "baseline"))
+                    summary["margin_ci"] = {
+                        "macro_f1" if name == "all" else f"macro_f1 {name}": paired_bootstrap(
+                            truth[rows], default[rows], baseline[rows]
                         )
+                        for name, rows in language_slices(languages, held_out).items()
+                        if rows.any()  # a language with no test ticket has no margin
+                    }
                 out.setdefault(variant, {}).setdefault(scheme, {})[target] = {"folds": scores, "summary": summary}
     return out
 
@@ -708,8 +721,7 @@ def candidates_table(it: Mapping, seconds: Mapping[str, list[float]]) -> list[st
 def language_cell(default: Mapping, baseline: Mapping, interval: Sequence[float] | None = None) -> str:
     """A language's `default / baseline` macro-F1 (means), the margin, and on a single split its 95 % interval."""
     margin = default["mean"] - baseline["mean"]
-    spread = "" if interval is None else f"; CI {interval[0]:+.3f} to {interval[1]:+.3f}"
-    return f"{default['mean']:.3f} / {baseline['mean']:.3f} ({margin:+.3f}{spread})".replace("-", "−")
+    return f"{default['mean']:.3f} / {baseline['mean']:.3f} {margin_text(margin, interval, 'CI')}"
 
 
 def cs_table(name: str, cs: Mapping, languages: Sequence[str]) -> dict:

@@ -448,7 +448,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             # character vote must beat the best word model by more than the folds' own disagreement.
             best_text = max(text_scores, key=lambda spec: text_scores[spec])
             if best_text.chars:
-                best_words = max((s for s in text_scores if not s.chars), key=lambda spec: text_scores[spec])
+                best_words = max((spec for spec in text_scores if not spec.chars), key=lambda spec: text_scores[spec])
                 if _within_one_error(oof_text[best_text], oof_text[best_words], y_index, folds):
                     best_text = best_words
             self.text_spec_ = best_text

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from benchmarks.bench_quality import (
     ALTERNATIVES,
+    Dataset,
     aggregate,
     cluster_counts,
+    cs_results,
     cs_table,
     fold_key,
     form_note,
@@ -201,3 +206,23 @@ def test_the_paired_bootstrap_interval_holds_the_margin_and_narrows_with_more_ti
         assert 0 < low < high and high - low < width_at_most  # a clear margin: the interval excludes 0
         assert paired_bootstrap(truth, better, better, rounds=50) == (0.0, 0.0)  # the same predictions: no margin
     assert met_cell({"mean": 0.35}, {"mean": 0.36}, (-0.03, 0.01)) == "**no** (−0.010; 95 % CI −0.030 to +0.010)"
+
+
+def test_a_single_split_carries_its_margin_s_bootstrap_interval_overall_and_per_language() -> None:
+    rng = np.random.default_rng(0)
+    languages = np.array(["fr"] * 10 + ["de"] * 30 + ["de"] * 10 + ["en"] * 20)  # French tickets only in training
+    frame = pd.DataFrame({"queue": rng.choice(list("abc"), len(languages)), "language": languages})
+    data = Dataset("cs", Path("tickets.csv"), SimpleNamespace(label_columns=("queue",)), frame)
+    train, held_out = np.arange(40), np.arange(40, 70)
+    truth = frame["queue"].to_numpy()[held_out]
+    default = np.where(rng.random(30) < 0.7, truth, "a")
+    baseline = np.where(rng.random(30) < 0.5, truth, "b")
+    confidences = np.full(30, 0.6)
+    models = {"default": (default, confidences), "baseline": (baseline, confidences)}
+    fitted = {fold_key("cs", "tags", "test split", 0): {"targets": {"queue": models}}}
+    result = cs_results(data, {"test split": [(train, held_out)]}, fitted, ["tags"])
+    interval = result["tags"]["test split"]["queue"]["summary"]["margin_ci"]
+    assert set(interval) == {"macro_f1", "macro_f1 de", "macro_f1 en"}  # no French test ticket, no French margin
+    assert interval["macro_f1"] == paired_bootstrap(truth, default, baseline)
+    german = languages[held_out] == "de"
+    assert interval["macro_f1 de"] == paired_bootstrap(truth[german], default[german], baseline[german])

@@ -276,7 +276,7 @@ def test_a_character_model_votes_when_words_alone_cannot_tell_the_classes_apart(
     assert list(words_only.text_search_scores_) == ["sgd alpha=0.0001, averaged"]
 
 
-def test_a_character_vote_within_one_error_of_its_word_model_leaves_it_out():
+def test_a_character_vote_within_one_error_of_the_best_word_model_leaves_it_out():
     # Words carry the class (the usual synthetic tickets): the character vote cannot win by more than noise.
     texts, vectors, labels = synthetic(40, seed=0)
     model, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), char_ngrams=True)
