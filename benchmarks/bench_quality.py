@@ -80,6 +80,7 @@ ALTERNATIVES = {
     "logistic text candidates": {"logistic_cs": (1.0, 4.0, 16.0)},
     "plain SGD": {"sgd_average": False},
     "character n-gram candidates": {"char_ngrams": True},
+    "TF-IDF min_df 2 only": {"tfidf_min_dfs": (2,)},
 }
 CANDIDATES = {  # key → the table's name, in the table's order
     "baseline": "baseline: TF-IDF + LogisticRegression (C by 3-fold CV)",
@@ -683,8 +684,12 @@ def _choice_counts(cs_name: str, done: Mapping[str, object], field: str, kind=la
 
 
 def text_model_kind(name: str) -> str:
-    """A text model's kind from its name (`str(TextModelSpec)`): `sgd` or `logistic`, with ` + chars` if it votes."""
-    return name.split()[0] + (" + chars" if name.endswith("+ chars") else "")
+    """A text model's kind from its name (`str(TextModelSpec)`): `sgd` or `logistic`, then its min_df when named.
+
+    ` + chars` follows if a character model votes.
+    """
+    min_df = next((part for part in name.replace(",", " ").split() if part.startswith("min_df=")), "")
+    return " ".join(filter(None, [name.split()[0], min_df])) + (" + chars" if name.endswith("+ chars") else "")
 
 
 def form_note(it: Mapping, cs_name: str, done: Mapping[str, object]) -> str:
@@ -697,9 +702,10 @@ def form_note(it: Mapping, cs_name: str, done: Mapping[str, object]) -> str:
         f"- The default's form per target, chosen in each fit on out-of-fold macro-F1 (the simplest within one "
         f"standard error of the best; boosted `stack`, logistic `linear_stack`, or the `text` model alone): "
         f"{it['name']} {it['target']}: {info.get('form', 'stack')}; "
-        f"{cs_name}, over its {fits} fits: {cs_forms}. Its text model (TF-IDF + `sgd` or `logistic`, `+ chars` "
-        f"where a character n-gram model votes beside it; the highest out-of-fold macro-F1, a character vote only "
-        f"by more than one standard error): {it['name']}: {info.get('text_model', 'sgd')}; {cs_name}: {cs_text}."
+        f"{cs_name}, over its {fits} fits: {cs_forms}. Its text model (TF-IDF of the terms in at least `min_df` "
+        f"tickets + `sgd` or `logistic`, `+ chars` where a character n-gram model votes beside it; the highest "
+        f"out-of-fold macro-F1, a character vote only by more than one standard error; each min_df's classifier "
+        f"competes whole, by its form's score): {it['name']}: {info.get('text_model', 'sgd')}; {cs_name}: {cs_text}."
     )
 
 

@@ -118,6 +118,10 @@ class TicketflowConfig(BaseSettings):
         char_ngrams: Whether each text candidate also competes with a character 2–5-gram model voting beside it
             (soft vote); it classifies only when it beats the best word model by more than one standard error out of
             fold. Off by default (BENCHMARKS.md, Quality: "character n-gram candidates").
+        tfidf_min_dfs: The fewest tickets a term must occur in to be a TF-IDF feature, tried for each text candidate
+            (among equal out-of-fold scores the first wins), e.g. `2,1`: 2 drops the terms of a single ticket (a
+            model a third the size on 30k IT tickets), 1 keeps them (rare words tell customer_support's queues
+            apart).
         neighbour_ks: Neighbourhood sizes whose label votes the classifier reads, e.g. 5,20,50.
         classifier_forms: The classifier's forms that compete per target, by out-of-fold macro-F1: `stack` (boosted
             meta-model over the text model's probabilities and the neighbour votes), `linear_stack` (a logistic one)
@@ -204,6 +208,9 @@ class TicketflowConfig(BaseSettings):
     # Off by default: on customer_support they lifted queue by nothing over the 5-fold CV and cost priority there
     # (0.441 against 0.448 without; BENCHMARKS.md, "character n-gram candidates"); it_service trained 1.7 times as long.
     char_ngrams: bool = False
+    # Both by default: out of fold, it_service's text model scores higher with 2 and customer_support's with 1
+    # (BENCHMARKS.md, Quality, "TF-IDF min_df 2 only").
+    tfidf_min_dfs: Annotated[tuple[Annotated[int, Field(ge=1)], ...], NoDecode] = Field((2, 1), min_length=1)
     neighbour_ks: Annotated[tuple[Annotated[int, Field(ge=1)], ...], NoDecode] = Field((5, 20, 50), min_length=1)
     classifier_forms: Annotated[tuple[Literal["stack", "linear_stack", "text"], ...], NoDecode] = Field(
         ("stack", "linear_stack", "text"), min_length=1
@@ -234,7 +241,9 @@ class TicketflowConfig(BaseSettings):
     port: str = "8080"
     model_dir: str = ""
 
-    @field_validator("text_columns", "sgd_alphas", "logistic_cs", "neighbour_ks", "classifier_forms", mode="before")
+    @field_validator(
+        "text_columns", "sgd_alphas", "logistic_cs", "tfidf_min_dfs", "neighbour_ks", "classifier_forms", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         # From the environment: `a,b` or a JSON array; from code: any sequence (a list becomes a tuple).

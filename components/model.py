@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -50,8 +50,9 @@ EMBEDDING_PREFIX = "emb_"
 FORMS = ("stack", "linear_stack", "text")
 _EPS = 1e-9
 # `NeighbourStackClassifier` parameters added after models were registered with it, and what those models did: they
-# trained plain SGD without character n-grams. Unpickled without them, `get_params` (and so `repr`) would raise.
-_PARAMETERS_BEFORE = {"sgd_average": False, "char_ngrams": False}
+# trained plain SGD without character n-grams, on the terms of at least two tickets. Unpickled without them,
+# `get_params` (and so `repr`) would raise.
+_PARAMETERS_BEFORE = {"sgd_average": False, "char_ngrams": False, "tfidf_min_dfs": (2,)}
 
 
 def feature_frame(texts: Sequence[str], vectors: np.ndarray) -> pd.DataFrame:
@@ -75,18 +76,18 @@ def _aligned_log_proba(estimator, X, classes: np.ndarray) -> np.ndarray:
     return out
 
 
-def tfidf_words() -> TfidfVectorizer:
-    """TF-IDF of word 1–2 grams (sublinear tf) seen in at least two tickets: every text model's features."""
-    return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, dtype=np.float32)
+def tfidf_words(min_df: int = 2) -> TfidfVectorizer:
+    """TF-IDF of word 1–2 grams (sublinear tf) seen in at least `min_df` tickets: every text model's features."""
+    return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, dtype=np.float32)
 
 
-def tfidf_chars() -> TfidfVectorizer:
-    """TF-IDF of character 2–5 grams within words (sublinear tf) seen in at least two tickets.
+def tfidf_chars(min_df: int = 2) -> TfidfVectorizer:
+    """TF-IDF of character 2–5 grams within words (sublinear tf) seen in at least `min_df` tickets.
 
     They match the parts of words that word n-grams see only whole: German compounds ("Druckertreiber" shares
     "drucker" with "Drucker"), inflections and misspellings.
     """
-    return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, dtype=np.float32)
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=min_df, dtype=np.float32)
 
 
 def text_pipeline(alpha: float, random_state: int) -> Pipeline:
@@ -110,19 +111,23 @@ class TextModelSpec:
             last step's weights swing with the order of the tickets; their average is steadier, which counts on a few
             thousand noisy tickets (customer_support queue: BENCHMARKS.md, Quality).
         chars: Whether a model on character n-grams votes beside the word model.
+        min_df: The fewest tickets a term must occur in to be a feature (`tfidf_words`, `tfidf_chars`). 2 drops the
+            terms of a single ticket: two thirds of the word vocabulary of 30k IT tickets, a model a third the size.
+            1 keeps them: on a few thousand tickets, rare words are much of what tells queues apart.
     """
 
     kind: Literal["sgd", "logistic"]
     strength: float
     averaged: bool = False
     chars: bool = False
+    min_df: int = 2  # also what a spec pickled before the field existed used
 
     def __str__(self) -> str:
         if self.kind == "logistic":
             name = f"logistic C={self.strength:g}"
         else:
             name = f"sgd alpha={self.strength:g}" + (", averaged" if self.averaged else "")
-        return name + (" + chars" if self.chars else "")
+        return name + f", min_df={self.min_df}" + (" + chars" if self.chars else "")
 
     @property
     def words_only(self) -> TextModelSpec:
@@ -146,10 +151,10 @@ class TextModelSpec:
 
     def pipeline(self, random_state: int) -> Pipeline | VotingClassifier:
         """TF-IDF and the classifier, unfitted; with `chars`, the soft vote of the word and the character model."""
-        words = Pipeline([("tfidf", tfidf_words()), ("clf", self.classifier(random_state))])
+        words = Pipeline([("tfidf", tfidf_words(self.min_df)), ("clf", self.classifier(random_state))])
         if not self.chars:
             return words
-        chars = Pipeline([("tfidf", tfidf_chars()), ("clf", self.classifier(random_state))])
+        chars = Pipeline([("tfidf", tfidf_chars(self.min_df)), ("clf", self.classifier(random_state))])
         return VotingClassifier([("words", words), ("chars", chars)], voting="soft")
 
 
@@ -273,6 +278,30 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self.decision_function(X).argmax(1)]
 
 
+@dataclass
+class _Choice:
+    """One candidate classifier judged out of fold (`NeighbourStackClassifier._choose_form`).
+
+    Attributes:
+        text_spec: Its text model.
+        form: Its form, one of `FORMS`.
+        form_scores: Every competing form's out-of-fold macro-F1.
+        candidates: Their out-of-fold class log-scores.
+        features: The meta-models' input: the text model's out-of-fold probabilities and the neighbours' votes.
+    """
+
+    text_spec: TextModelSpec
+    form: str
+    form_scores: dict[str, float]
+    candidates: dict[str, np.ndarray]
+    features: np.ndarray
+
+    @property
+    def score(self) -> float:
+        """Its form's out-of-fold macro-F1."""
+        return self.form_scores[self.form]
+
+
 class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     """TF-IDF + linear model stacked with the nearest training tickets' label votes under a boosted meta-model.
 
@@ -286,8 +315,10 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     parameters (tuned on the same folds, its score would be biased upwards). The simplest form (text, then
     linear_stack, then stack) whose score is within one standard error of the best one's classifies (`form_`): the
     error of the mean of their per-fold differences. A margin smaller than the folds' own disagreement is noise, and
-    a simpler form carries less of it. Only when the boosted stack classifies is it tuned. The chosen form's
-    out-of-fold scores then fit a softmax temperature (calibrated confidences) and each class's review threshold.
+    a simpler form carries less of it. Each TF-IDF `min_df` builds such a classifier (its own best text model and
+    form), and the one whose form scores highest out of fold classifies. Only when the boosted stack classifies is it
+    tuned. The chosen form's out-of-fold scores then fit a softmax temperature (calibrated confidences) and each
+    class's review threshold.
 
     Args:
         sgd_alphas: Regularisation strengths tried for an SGD text model (`TextModelSpec`).
@@ -298,6 +329,8 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         char_ngrams: Whether each candidate also competes with a character n-gram model voting beside it
             (`TextModelSpec.chars`). Such a candidate wins only by more than one standard error over the best word
             model (the per-fold differences, as for the forms): it costs a second TF-IDF at training and serving.
+        tfidf_min_dfs: The fewest tickets a term must occur in (`TextModelSpec.min_df`): each candidate above is
+            tried with each, and each value's classifier competes as a whole; among equal scores the first wins.
         neighbour_ks: Neighbourhood sizes whose votes are features, e.g. (5, 20, 50).
         booster_iterations: Boosting iterations of the meta-model (the tuner's first candidate, like the next three).
         booster_learning_rate: Its learning rate.
@@ -318,6 +351,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         text_spec_: The text model chosen (`TextModelSpec`), `text_model_` fitted on every training ticket.
         text_cv_macro_f1_: Its out-of-fold macro-F1.
         text_search_scores_: Every text candidate's out-of-fold macro-F1, by `str(TextModelSpec)`.
+        min_df_cv_macro_f1_: Each min_df's classifier's out-of-fold macro-F1 (its form's), by min_df.
         booster_params_: The meta-model's parameters the tuner chose.
         tuning_: The tuner's result as plain dicts (`tuning.TuningResult.as_dict`): every trial's parameters and its
             macro-F1 per rung.
@@ -329,6 +363,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         sgd_average: bool = True,
         logistic_cs: Sequence[float] = (),
         char_ngrams: bool = False,
+        tfidf_min_dfs: Sequence[int] = (2, 1),
         neighbour_ks: Sequence[int] = (5, 20, 50),
         booster_iterations: int = 100,
         booster_learning_rate: float = 0.1,
@@ -345,6 +380,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         self.sgd_average = sgd_average
         self.logistic_cs = logistic_cs
         self.char_ngrams = char_ngrams
+        self.tfidf_min_dfs = tfidf_min_dfs
         self.neighbour_ks = neighbour_ks
         self.booster_iterations = booster_iterations
         self.booster_learning_rate = booster_learning_rate
@@ -358,23 +394,24 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         self.tuning_max_seconds = tuning_max_seconds
 
     def _text_specs(self) -> list[TextModelSpec]:
-        sgd = [TextModelSpec("sgd", float(alpha), bool(self.sgd_average)) for alpha in self.sgd_alphas]
-        words = sgd + [TextModelSpec("logistic", float(c)) for c in self.logistic_cs]
+        kinds = [("sgd", float(alpha), bool(self.sgd_average)) for alpha in self.sgd_alphas]
+        kinds += [("logistic", float(c), False) for c in self.logistic_cs]
+        words = [TextModelSpec(*kind, min_df=int(min_df)) for min_df in self.tfidf_min_dfs for kind in kinds]
         # Every word model first: a character candidate's out-of-fold probabilities average its word model's.
         return words + ([replace(spec, chars=True) for spec in words] if self.char_ngrams else [])
 
     def _text_oof_proba(self, texts: np.ndarray, y: np.ndarray, folds: list) -> dict[TextModelSpec, np.ndarray]:
-        """Each text candidate's out-of-fold class probabilities (one TF-IDF fit per fold and n-gram kind)."""
+        """Each text candidate's out-of-fold class probabilities (one TF-IDF fit per fold, n-gram kind and min_df)."""
         specs = self._text_specs()
         oof = {spec: np.zeros((len(y), len(self.classes_))) for spec in specs}
         makers = {False: tfidf_words, True: tfidf_chars}
         for train_idx, valid_idx in folds:
             rows = {}
-            for chars in sorted({spec.chars for spec in specs}):
-                tfidf = makers[chars]()
-                rows[chars] = (tfidf.fit_transform(texts[train_idx]), tfidf.transform(texts[valid_idx]))
+            for chars, min_df in dict.fromkeys((spec.chars, spec.min_df) for spec in specs):
+                tfidf = makers[chars](min_df)
+                rows[chars, min_df] = (tfidf.fit_transform(texts[train_idx]), tfidf.transform(texts[valid_idx]))
             for spec in specs:
-                train_rows, valid_rows = rows[spec.chars]
+                train_rows, valid_rows = rows[spec.chars, spec.min_df]
                 classifier = spec.classifier(self.random_state).fit(train_rows, y[train_idx])
                 proba = np.exp(_aligned_log_proba(classifier, valid_rows, self.classes_))
                 if spec.chars:  # the soft vote with its word model, whose probabilities are in already
@@ -417,6 +454,47 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
     def _votes(self, neighbours: Neighbours) -> np.ndarray:
         return neighbour_votes(neighbours, self.neighbour_labels_, len(self.classes_), self.neighbour_ks)
 
+    def _choose_form(
+        self,
+        competing: list[str],
+        oof_text: Mapping[TextModelSpec, np.ndarray],
+        text_scores: Mapping[TextModelSpec, float],
+        min_df: int,
+        votes: np.ndarray,
+        y_index: np.ndarray,
+        folds: list,
+    ) -> _Choice:
+        """The classifier one min_df builds, judged out of fold: its text model, then its form."""
+        scores = {spec: score for spec, score in text_scores.items() if spec.min_df == min_df}
+        # Highest macro-F1; among ties the first (SGD's, then logistic ones, as given) wins; a character vote must
+        # beat the best word model by more than the folds' own disagreement.
+        best_text = max(scores, key=lambda spec: scores[spec])
+        if best_text.chars:
+            best_words = max((spec for spec in scores if not spec.chars), key=lambda spec: scores[spec])
+            if _within_one_error(oof_text[best_text], oof_text[best_words], y_index, folds):
+                best_text = best_words
+        features = np.hstack([oof_text[best_text], votes])
+        # The same features under the boosted trees, under a class-balanced multinomial logistic regression (on a few
+        # thousand noisy tickets the trees learn noise where a linear model does not), and the text model alone.
+        configured = self._configured_booster_params()
+        candidates = {}
+        for form in competing:  # only the competing forms are fitted
+            if form == "stack":
+                candidates[form] = self._meta_oof_scores(lambda: self._booster(configured), features, y_index, folds)
+            elif form == "linear_stack":
+                candidates[form] = self._meta_oof_scores(self._linear_meta, features, y_index, folds)
+            else:
+                candidates[form] = np.log(np.clip(oof_text[best_text], _EPS, 1.0))
+        form_scores = {
+            form: _macro_f1(self.classes_[y_index], self.classes_[c.argmax(1)]) for form, c in candidates.items()
+        }
+        # Highest out-of-fold macro-F1 (among ties the first of `FORMS`), then the simplest form within one standard
+        # error of it. The boosted stack competes with its configured settings: tuned on these same folds, its score
+        # would be the best of several draws.
+        best = max(competing, key=lambda form: form_scores[form])
+        form = _simplest_within_one_error(competing, best, candidates, y_index, folds)
+        return _Choice(best_text, form, form_scores, candidates, features)
+
     def fit(self, texts: Sequence[str], y: Sequence[str], neighbours: Neighbours) -> NeighbourStackClassifier:
         """Chooses the text model and the form on out-of-fold predictions, then the temperature and the thresholds.
 
@@ -444,44 +522,25 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             warnings.simplefilter("ignore", ConvergenceWarning)
             oof_text = self._text_oof_proba(texts, y, folds)
             text_scores = {spec: _macro_f1(y, self.classes_[p.argmax(1)]) for spec, p in oof_text.items()}
-            # Highest macro-F1; among ties the first (SGD's, then logistic ones, each in the order given) wins; a
-            # character vote must beat the best word model by more than the folds' own disagreement.
-            best_text = max(text_scores, key=lambda spec: text_scores[spec])
-            if best_text.chars:
-                best_words = max((spec for spec in text_scores if not spec.chars), key=lambda spec: text_scores[spec])
-                if _within_one_error(oof_text[best_text], oof_text[best_words], y_index, folds):
-                    best_text = best_words
-            self.text_spec_ = best_text
-            self.text_cv_macro_f1_ = text_scores[self.text_spec_]
             self.text_search_scores_ = {str(spec): score for spec, score in text_scores.items()}
-            features = np.hstack([oof_text[self.text_spec_], self._votes(neighbours)])
-            configured = self._configured_booster_params()
-            # The same features under the boosted trees, under a class-balanced multinomial logistic regression (on
-            # a few thousand noisy tickets the trees learn noise where a linear model does not), and the text
-            # model alone.
-            candidates = {}
-            for form in competing:  # only the competing forms are fitted
-                if form == "stack":
-                    candidates[form] = self._meta_oof_scores(
-                        lambda: self._booster(configured), features, y_index, folds
-                    )
-                elif form == "linear_stack":
-                    candidates[form] = self._meta_oof_scores(self._linear_meta, features, y_index, folds)
-                else:
-                    candidates[form] = np.log(np.clip(oof_text[self.text_spec_], _EPS, 1.0))
-            self.form_cv_macro_f1_ = {
-                form: _macro_f1(y, self.classes_[scores.argmax(1)]) for form, scores in candidates.items()
-            }
-            # Highest out-of-fold macro-F1 (among ties the first of `FORMS`), then the simplest form within one
-            # standard error of it. The boosted stack competes with its configured settings: tuned on these same
-            # folds, its score would be the best of several draws.
-            best = max(competing, key=lambda form: self.form_cv_macro_f1_[form])
-            self.form_ = _simplest_within_one_error(competing, best, candidates, y_index, folds)
+            votes = self._votes(neighbours)
+            # Each min_df builds a whole classifier (its best text model, then its form), and the one scoring highest
+            # out of fold wins (among ties the first given): rare terms can lift the text model alone and still add
+            # nothing once the neighbours' votes, which also see near-duplicates, stand beside it.
+            options = [
+                self._choose_form(competing, oof_text, text_scores, min_df, votes, y_index, folds)
+                for min_df in dict.fromkeys(int(min_df) for min_df in self.tfidf_min_dfs)
+            ]
+            self.min_df_cv_macro_f1_ = {option.text_spec.min_df: option.score for option in options}
+            chosen = max(options, key=lambda option: option.score)
+            self.text_spec_, self.form_, self.form_cv_macro_f1_ = chosen.text_spec, chosen.form, chosen.form_scores
+            self.text_cv_macro_f1_ = text_scores[self.text_spec_]
+            candidates, features = chosen.candidates, chosen.features
             tuning = tune_booster(
                 features,
                 y_index,
                 folds,
-                configured,
+                self._configured_booster_params(),
                 self.tuning_trials if self.form_ == "stack" else 1,  # no meta-model to tune otherwise
                 self.random_state,
                 self.tuning_max_seconds,

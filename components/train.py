@@ -46,6 +46,7 @@ def fit_ticket_model(
             sgd_average=cfg.sgd_average,
             logistic_cs=cfg.logistic_cs,
             char_ngrams=cfg.char_ngrams,
+            tfidf_min_dfs=cfg.tfidf_min_dfs,
             neighbour_ks=cfg.neighbour_ks,
             booster_iterations=cfg.booster_iterations,
             booster_learning_rate=cfg.booster_learning_rate,
@@ -63,6 +64,7 @@ def fit_ticket_model(
             "text_cv_macro_f1": c.text_cv_macro_f1_,  # the text model's, which is also the `text` form's score
             "temperature": c.temperature_,
             **{f"{form}_cv_macro_f1": score for form, score in c.form_cv_macro_f1_.items() if form != "text"},
+            **{f"min_df_{min_df}_cv_macro_f1": score for min_df, score in c.min_df_cv_macro_f1_.items()},
             "cv_macro_f1": c.cv_macro_f1_,
             # KFP's metadata and MLflow's params take no None: class_weight=None reads "none".
             **{f"booster.{k}": "none" if v is None else v for k, v in c.booster_params_.items()},

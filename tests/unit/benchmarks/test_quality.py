@@ -172,7 +172,7 @@ def test_the_form_note_counts_each_targets_form_and_text_model_over_the_customer
         },
         "cs 5-fold CV fold 2 (tags)": {
             "form": {"queue": "text", "priority": "stack"},
-            "text_model": {"queue": "logistic C=4", "priority": sgd + " + chars"},
+            "text_model": {"queue": "logistic C=4, min_df=1", "priority": sgd + " + chars"},
         },
         "cs 5-fold CV fold 3 (tags)": {
             "form": {"queue": "stack", "priority": "linear_stack"},
@@ -185,7 +185,7 @@ def test_the_form_note_counts_each_targets_form_and_text_model_over_the_customer
     note = form_note(it, "cs", done)
     assert "it_service Topic_group: stack;" in note
     assert "over its 3 fits: queue text ×2, stack ×1; priority linear_stack ×2, stack ×1." in note
-    assert "it_service: sgd alpha=1e-05; cs: queue logistic ×2, sgd ×1;" in note
+    assert "it_service: sgd alpha=1e-05; cs: queue logistic ×1, logistic min_df=1 ×1, sgd ×1;" in note
     assert "; priority sgd ×1, sgd + chars ×1, logistic ×1." in note
 
 

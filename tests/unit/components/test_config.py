@@ -53,6 +53,7 @@ READ = [
     ("sgd_average", "TICKETFLOW_SGD_AVERAGE", "false", False),
     ("logistic_cs", "TICKETFLOW_LOGISTIC_CS", "4,16", (4.0, 16.0)),
     ("char_ngrams", "TICKETFLOW_CHAR_NGRAMS", "true", True),
+    ("tfidf_min_dfs", "TICKETFLOW_TFIDF_MIN_DFS", "1", (1,)),
     ("neighbour_ks", "TICKETFLOW_NEIGHBOUR_KS", "3,10", (3, 10)),
     ("classifier_forms", "TICKETFLOW_CLASSIFIER_FORMS", "stack, text", ("stack", "text")),
     ("booster_iterations", "TICKETFLOW_BOOSTER_ITERATIONS", "40", 40),

@@ -25,7 +25,8 @@ from ticketflow.components.model import (
 from ticketflow.components.neighbours import NeighbourIndex, Neighbours, neighbour_votes
 from ticketflow.components.routing import NEVER
 
-QUICK = {"booster_iterations": 20, "cv": 3, "neighbour_ks": (3, 10), "random_state": 0}
+# One min_df: the tests of other choices see one candidate per model kind (test_rare_words_... tries both).
+QUICK = {"booster_iterations": 20, "cv": 3, "neighbour_ks": (3, 10), "random_state": 0, "tfidf_min_dfs": (2,)}
 
 
 def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
@@ -219,7 +220,12 @@ def test_stack_fit_is_deterministic_and_picks_the_best_text_model_of_the_grid():
     candidates += [TextModelSpec("logistic", 1.0), TextModelSpec("logistic", 8.0)]
     scores = first.text_search_scores_
     assert list(scores) == [str(spec) for spec in candidates]
-    assert list(scores) == ["sgd alpha=0.0001, averaged", "sgd alpha=0.001, averaged", "logistic C=1", "logistic C=8"]
+    assert list(scores) == [
+        "sgd alpha=0.0001, averaged, min_df=2",
+        "sgd alpha=0.001, averaged, min_df=2",
+        "logistic C=1, min_df=2",
+        "logistic C=8, min_df=2",
+    ]
     # The highest out-of-fold macro-F1, the first of the grid among ties; the text model is that candidate's.
     best = next(spec for spec in candidates if scores[str(spec)] == max(scores.values()))
     assert first.text_spec_ == best and first.text_cv_macro_f1_ == scores[str(best)]
@@ -258,9 +264,14 @@ def test_a_character_model_votes_when_words_alone_cannot_tell_the_classes_apart(
     texts, vectors, labels = compound_tickets(40, seed=0)
     model, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), char_ngrams=True)
     scores = model.text_search_scores_
-    assert list(scores) == ["sgd alpha=0.0001, averaged", "sgd alpha=0.0001, averaged + chars"]
+    assert list(scores) == ["sgd alpha=0.0001, averaged, min_df=2", "sgd alpha=0.0001, averaged, min_df=2 + chars"]
     # The stems' words are unique (min_df=2 drops them): the word model is near chance, the character vote far above.
-    assert scores["sgd alpha=0.0001, averaged + chars"] > 0.9 > 0.5 > scores["sgd alpha=0.0001, averaged"]
+    assert (
+        scores["sgd alpha=0.0001, averaged, min_df=2 + chars"]
+        > 0.9
+        > 0.5
+        > scores["sgd alpha=0.0001, averaged, min_df=2"]
+    )
     assert model.text_spec_ == TextModelSpec("sgd", 1e-4, averaged=True, chars=True)
     query = np.array(compound_tickets(5, seed=1)[0], dtype=object)
     words, chars = (pipeline.predict_proba(query) for pipeline in model.text_model_.estimators_)
@@ -273,7 +284,7 @@ def test_a_character_model_votes_when_words_alone_cannot_tell_the_classes_apart(
     np.testing.assert_allclose(reloaded.text_proba(query), model.text_proba(query), atol=1e-12)
     # Without the option (the default) no character model competes.
     words_only, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,))
-    assert list(words_only.text_search_scores_) == ["sgd alpha=0.0001, averaged"]
+    assert list(words_only.text_search_scores_) == ["sgd alpha=0.0001, averaged, min_df=2"]
 
 
 def test_a_character_vote_within_one_error_of_the_best_word_model_leaves_it_out():
@@ -281,20 +292,66 @@ def test_a_character_vote_within_one_error_of_the_best_word_model_leaves_it_out(
     texts, vectors, labels = synthetic(40, seed=0)
     model, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), char_ngrams=True)
     scores = model.text_search_scores_
-    assert abs(scores["sgd alpha=0.0001, averaged + chars"] - scores["sgd alpha=0.0001, averaged"]) < 0.05
+    assert (
+        abs(scores["sgd alpha=0.0001, averaged, min_df=2 + chars"] - scores["sgd alpha=0.0001, averaged, min_df=2"])
+        < 0.05
+    )
     assert model.text_spec_ == TextModelSpec("sgd", 1e-4, averaged=True)
     assert isinstance(model.text_model_, Pipeline)
+
+
+def paired_tickets(n_pairs_per_class: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Tickets in pairs of one class sharing one word no other ticket has (a paraphrased near-duplicate's mark)."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("bcdfghjklmnpqrstvwxz"))
+    texts, labels = [], []
+    for label in CLASSES:
+        for _ in range(n_pairs_per_class):
+            mark = "".join(rng.choice(letters, 8))
+            for _ in range(2):
+                common = rng.choice(["please", "thanks", "hello", "today", "issue"], 3)  # words all classes share
+                texts.append(" ".join([mark, *common]))
+                labels.append(label)
+    return texts, unit_vectors(len(texts), 8, seed), np.asarray(labels)
+
+
+def test_rare_words_count_when_a_ticket_and_its_pair_fall_in_different_folds():
+    texts, vectors, labels = paired_tickets(20, seed=0)
+    model, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), tfidf_min_dfs=(2, 1), forms=("text",))
+    scores = model.text_search_scores_
+    assert list(scores) == ["sgd alpha=0.0001, averaged, min_df=2", "sgd alpha=0.0001, averaged, min_df=1"]
+    # A held-out ticket's mark is in one training ticket: min_df=2 drops it (near chance), min_df=1 keeps it.
+    assert scores["sgd alpha=0.0001, averaged, min_df=1"] > 0.55 > 0.45 > scores["sgd alpha=0.0001, averaged, min_df=2"]
+    assert model.text_spec_ == TextModelSpec("sgd", 1e-4, averaged=True, min_df=1)
+    assert model.text_model_.named_steps["tfidf"].min_df == 1
+    assert model.min_df_cv_macro_f1_ == {
+        min_df: scores[f"sgd alpha=0.0001, averaged, min_df={min_df}"] for min_df in (2, 1)
+    }
+    # With every form competing, each min_df's classifier is judged as a whole: the chosen one scores highest.
+    whole, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), tfidf_min_dfs=(2, 1))
+    assert set(whole.min_df_cv_macro_f1_) == {1, 2}
+    assert whole.form_cv_macro_f1_[whole.form_] == max(whole.min_df_cv_macro_f1_.values())
+    assert whole.min_df_cv_macro_f1_[whole.text_spec_.min_df] == max(whole.min_df_cv_macro_f1_.values())
+    # On equal scores the first min_df given wins: the smaller vocabulary when (2, 1), as by default.
+    twice, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), tfidf_min_dfs=(1, 1), forms=("text",))
+    assert list(twice.text_search_scores_) == ["sgd alpha=0.0001, averaged, min_df=1"]
+    assert NeighbourStackClassifier().get_params()["tfidf_min_dfs"] == (2, 1)
+    # A text model spec pickled before min_df existed used terms of at least two tickets.
+    spec = pickle.loads(pickle.dumps(model.text_spec_))
+    del spec.__dict__["min_df"]
+    assert spec.min_df == 2 and spec.pipeline(0).named_steps["tfidf"].min_df == 2
 
 
 def test_a_model_pickled_before_the_newer_parameters_loads_with_what_it_did_then(stacked):
     model, _ = stacked
     state = pickle.loads(pickle.dumps(model)).__getstate__()
-    for name in ("sgd_average", "char_ngrams"):  # as pickled before these parameters existed
+    for name in ("sgd_average", "char_ngrams", "tfidf_min_dfs"):  # as pickled before these parameters existed
         del state[name]
     old = NeighbourStackClassifier.__new__(NeighbourStackClassifier)
     old.__setstate__(state)
-    # Plain SGD and no character vote: what every model trained then did. get_params and repr work again.
+    # Plain SGD, no character vote, terms of two tickets: what every model trained then did. get_params and repr work.
     assert (old.get_params()["sgd_average"], old.get_params()["char_ngrams"]) == (False, False)
+    assert old.get_params()["tfidf_min_dfs"] == (2,)
     assert "NeighbourStackClassifier(" in repr(old)
     texts = np.array(synthetic(5, seed=9)[0], dtype=object)
     np.testing.assert_allclose(old.text_proba(texts), model.text_proba(texts))
@@ -307,7 +364,7 @@ def test_sgd_text_models_average_their_weights_unless_told_not_to():
     averaged, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,))
     plain, _ = fit_stack(texts, vectors, labels, sgd_alphas=(1e-4,), sgd_average=False)
     assert averaged.text_spec_ == TextModelSpec("sgd", 1e-4, averaged=True)
-    assert plain.text_spec_ == TextModelSpec("sgd", 1e-4) and str(plain.text_spec_) == "sgd alpha=0.0001"
+    assert plain.text_spec_ == TextModelSpec("sgd", 1e-4) and str(plain.text_spec_) == "sgd alpha=0.0001, min_df=2"
     averaged_sgd, plain_sgd = (m.text_model_.named_steps["clf"] for m in (averaged, plain))
     assert (averaged_sgd.average, plain_sgd.average) == (True, False)
     # The same passes over the same tickets (same seed), but the average of the weights is not the last weights.
