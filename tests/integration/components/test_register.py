@@ -110,6 +110,11 @@ def test_the_run_holds_every_tuning_trial_and_the_chosen_parameters(
     assert set(forms.values()) == {"stack"} and "category.stack_cv_macro_f1" in run.data.params
     assert "category.text_cv_macro_f1" in run.data.params  # the text model's own score, chosen among candidates
     assert "category.linear_stack_cv_macro_f1" not in run.data.params  # that form did not compete
+    # Each min_df's classifier competed whole; the chosen one's score is its form's.
+    by_min_df = {n: float(run.data.params[f"category.min_df_{n}_cv_macro_f1"]) for n in cfg.tfidf_min_dfs}
+    chosen_min_df = int(run.data.params["category.text_model"].split("min_df=")[1].split()[0])
+    assert by_min_df[chosen_min_df] == max(by_min_df.values())
+    assert by_min_df[chosen_min_df] == pytest.approx(float(run.data.params["category.stack_cv_macro_f1"]))
     for target in data.mapping.label_columns:
         table = mlflow.artifacts.load_dict(f"runs:/{registration.run_id}/tuning/{target}.json")
         tried = [0, 1, 2, 3] if forms[target] == "stack" else [0]  # another form has no boosted model to tune
