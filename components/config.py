@@ -208,8 +208,8 @@ class TicketflowConfig(BaseSettings):
     # Off by default: on customer_support they lifted queue by nothing over the 5-fold CV and cost priority there
     # (0.441 against 0.448 without; BENCHMARKS.md, "character n-gram candidates"); it_service trained 1.7 times as long.
     char_ngrams: bool = False
-    # Both by default: out of fold, it_service's text model scores higher with 2 and customer_support's with 1
-    # (BENCHMARKS.md, Quality, "TF-IDF min_df 2 only").
+    # Both by default: out of fold, it_service's classifier scores higher with 2 and customer_support's mostly with 1
+    # (BENCHMARKS.md, Quality: the default against "TF-IDF min_df 2 only").
     tfidf_min_dfs: Annotated[tuple[Annotated[int, Field(ge=1)], ...], NoDecode] = Field((2, 1), min_length=1)
     neighbour_ks: Annotated[tuple[Annotated[int, Field(ge=1)], ...], NoDecode] = Field((5, 20, 50), min_length=1)
     classifier_forms: Annotated[tuple[Literal["stack", "linear_stack", "text"], ...], NoDecode] = Field(
