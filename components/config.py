@@ -202,11 +202,11 @@ class TicketflowConfig(BaseSettings):
     cv_folds: int = Field(5, ge=2)
     sgd_alphas: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = Field((1e-5, 3e-5), min_length=1)
     sgd_average: bool = True
-    # Off by default: on customer_support they lifted queue on the test split but cost priority over the 5-fold CV
-    # (more candidates chosen on the same noisy folds; BENCHMARKS.md, Quality, "logistic text candidates").
+    # Off by default: on customer_support they scored below the default on both targets, on the split and over the
+    # 5-fold CV (BENCHMARKS.md, Quality, "logistic text candidates").
     logistic_cs: Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode] = ()
-    # Off by default: on customer_support they lifted queue by nothing over the 5-fold CV and cost priority there
-    # (0.441 against 0.448 without; BENCHMARKS.md, "character n-gram candidates"); it_service trained 1.7 times as long.
+    # Off by default: on customer_support they moved the 5-fold CV's queue by +0.002 and priority by -0.003, and the
+    # split by nothing (BENCHMARKS.md, "character n-gram candidates"); it_service trained 1.7 times as long.
     char_ngrams: bool = False
     # Both by default: out of fold, it_service's classifier scores higher with 2 and customer_support's mostly with 1
     # (BENCHMARKS.md, Quality: the default against "TF-IDF min_df 2 only").
