@@ -324,8 +324,8 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         sgd_alphas: Regularisation strengths tried for an SGD text model (`TextModelSpec`).
         sgd_average: Whether those SGD models average their weights over the passes (`TextModelSpec.averaged`).
         logistic_cs: Inverse regularisation strengths tried for a logistic-regression text model; empty tries none.
-            Of every SGD and logistic candidate the highest out-of-fold macro-F1 wins (ties: SGD, then the order
-            given).
+            Of every SGD and logistic candidate on one min_df the highest out-of-fold macro-F1 wins (ties: SGD, then
+            the order given).
         char_ngrams: Whether each candidate also competes with a character n-gram model voting beside it
             (`TextModelSpec.chars`). Such a candidate wins only by more than one standard error over the best word
             model (the per-fold differences, as for the forms): it costs a second TF-IDF at training and serving.
@@ -393,10 +393,14 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
         self.tuning_trials = tuning_trials
         self.tuning_max_seconds = tuning_max_seconds
 
+    def _min_dfs(self) -> list[int]:
+        """The min_df values to try, each once, in the order given (the first wins a tie)."""
+        return list(dict.fromkeys(int(min_df) for min_df in self.tfidf_min_dfs))
+
     def _text_specs(self) -> list[TextModelSpec]:
         kinds = [("sgd", float(alpha), bool(self.sgd_average)) for alpha in self.sgd_alphas]
         kinds += [("logistic", float(c), False) for c in self.logistic_cs]
-        words = [TextModelSpec(*kind, min_df=int(min_df)) for min_df in self.tfidf_min_dfs for kind in kinds]
+        words = [TextModelSpec(*kind, min_df=min_df) for min_df in self._min_dfs() for kind in kinds]
         # Every word model first: a character candidate's out-of-fold probabilities average its word model's.
         return words + ([replace(spec, chars=True) for spec in words] if self.char_ngrams else [])
 
@@ -529,7 +533,7 @@ class NeighbourStackClassifier(ClassifierMixin, BaseEstimator):
             # nothing once the neighbours' votes, which also see near-duplicates, stand beside it.
             options = [
                 self._choose_form(competing, oof_text, text_scores, min_df, votes, y_index, folds)
-                for min_df in dict.fromkeys(int(min_df) for min_df in self.tfidf_min_dfs)
+                for min_df in self._min_dfs()
             ]
             self.min_df_cv_macro_f1_ = {option.text_spec.min_df: option.score for option in options}
             chosen = max(options, key=lambda option: option.score)
